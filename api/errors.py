@@ -1,0 +1,60 @@
+"""Errors become HTTP here, and only here: ``{"error": {"type", "message"}}`` with the
+right status. A dependency outage is a 503 with Retry-After; bad input is never a 5xx."""
+from __future__ import annotations
+
+import logging
+
+import redis.exceptions
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fresco.errors import FrescoError
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = "5"
+
+
+def error_response(status: int, type_: str, message: str, headers: dict | None = None, **extra: object) -> JSONResponse:
+    body = {"error": {"type": type_, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    field = ".".join(loc) or "body"
+    return field, f"{field}: {err.get('msg', 'invalid')}"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(FrescoError)
+    async def _fresco(request: Request, exc: FrescoError) -> JSONResponse:
+        headers = {"Retry-After": RETRY_AFTER_S} if exc.status == 503 else None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return error_response(exc.status, exc.type, exc.message, headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        field, message = _validation_message(exc)
+        return error_response(422, "invalid_request", message, field=field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        types = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}
+        return error_response(exc.status_code, types.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
+        return error_response(503, "service_unavailable", "the database is unavailable; retry later",
+                              {"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(503, "service_unavailable", "the broker is unavailable; retry later",
+                              {"Retry-After": RETRY_AFTER_S})

@@ -1,0 +1,155 @@
+"""/v1/batches: many jobs submitted together."""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api import ingest
+from api.deps import RegistryDep, SessionDep, StorageDep, TenantDep
+from api.schemas import BatchCreate, BatchPublic, JobList, batch_public, job_public
+from db import jobs as jobs_db
+from db.models import Batch
+from db.session import session_scope
+from fresco.dispatch import publish
+from fresco.errors import Conflict, InvalidSpec, NotFound
+from fresco.registry import Registry
+from fresco.settings import get_settings
+from fresco.storage import Storage
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines", "application/jsonlines")
+
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/BatchCreate"}},
+            "application/jsonl": {"schema": {"type": "string", "description":
+                "One item per line; an optional first line of batch fields: {\"defaults\": {...}, \"priority\": 0}"}},
+        },
+    }
+}
+
+
+def _create(raw: bytes, content_type: str, tenant: uuid.UUID, registry: Registry, key: str | None) -> tuple[dict, bool]:
+    settings = get_settings()
+    if content_type in JSONL_TYPES:
+        header, items = ingest.iter_jsonl(raw)
+    elif content_type in ("application/json", ""):
+        header, item_list = ingest.parse_json_body(raw)
+        items = ((f"items[{i}]", it) for i, it in enumerate(item_list))
+    else:
+        raise InvalidSpec(f"Content-Type {content_type!r}: send application/json or application/jsonl",
+                          field="content-type")
+    digest = ingest.request_hash(raw, content_type) if key else None
+    with session_scope() as s:
+        batch, demand, created = ingest.create_batch(s, tenant_id=tenant, header=header, items=items, registry=registry,
+                                                     settings=settings, idempotency_key=key, request_hash=digest)
+        if created:
+            stats = jobs_db.BatchStats({"queued": batch.total, "running": 0, "succeeded": 0, "failed": 0, "canceled": 0},
+                                       0, None, None)
+        else:
+            stats = jobs_db.batch_stats(s, batch_id=batch.id)
+        s.flush()
+        s.refresh(batch)
+        view = batch_public(batch, stats)
+    # After commit: the rows are the outbox; a lost publish is repaired by the sweeper.
+    publish(dict(demand), registry=registry)
+    return view, created
+
+
+@router.post("", status_code=202, response_model=BatchPublic, openapi_extra=_BODY_DOC,
+             summary="Submit a batch of jobs (JSON or JSONL)")
+async def create_batch(request: Request, tenant: TenantDep, registry: RegistryDep,
+                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
+    """`{"defaults": {spec…}, "items": [{prompt…, overrides, custom_id}], "priority"?, "webhook_url"?}`,
+    or a JSONL body (one item a line). The whole batch is validated and recorded in one
+    transaction: one bad item is a 422 naming it, and nothing is created. The same
+    `Idempotency-Key` with the same body returns the first batch; with another body, 409."""
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    view, created = await run_in_threadpool(_create, raw, content_type, tenant, registry, idempotency_key)
+    headers = {} if created else {"Idempotent-Replayed": "true"}
+    return JSONResponse(BatchPublic.model_validate(view).model_dump(mode="json"), status_code=202, headers=headers)
+
+
+def _batch_or_404(session, tenant: uuid.UUID, batch_id: uuid.UUID) -> Batch:
+    batch = jobs_db.get_batch(session, tenant_id=tenant, batch_id=batch_id)
+    if batch is None:
+        raise NotFound(f"no batch {batch_id}")
+    return batch
+
+
+@router.get("/{batch_id}", response_model=BatchPublic, summary="A batch's state, counts, progress and ETA")
+def get_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> dict:
+    batch = _batch_or_404(session, tenant, batch_id)
+    return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))
+
+
+@router.get("/{batch_id}/jobs", response_model=JobList, summary="A batch's jobs, page by page")
+def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep,
+              cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+              state: Annotated[Literal["queued", "running", "succeeded", "failed", "canceled"] | None,
+                               Query(description="only jobs in this state")] = None) -> dict:
+    batch = _batch_or_404(session, tenant, batch_id)
+    try:
+        after = int(cursor) if cursor else 0
+    except ValueError:
+        raise InvalidSpec("cursor: not a cursor this API returned", field="cursor") from None
+    page = jobs_db.page_jobs(session, batch_id=batch.id, after_seq=after, limit=limit + 1, status=state)
+    more = len(page) > limit
+    page = page[:limit]
+    return {"data": [job_public(j, storage) for j in page], "next_cursor": str(page[-1].seq) if more else None}
+
+
+def _results_lines(batch_id: uuid.UUID, storage: Storage) -> Iterator[bytes]:
+    with session_scope() as s:
+        for job in jobs_db.iter_batch_jobs(s, batch_id=batch_id):
+            ok = job.status == "succeeded" and job.result_key
+            line = {"custom_id": job.custom_id, "id": str(job.id), "state": job.status,
+                    "url": storage.url(job.result_key) if ok else None, "key": job.result_key if ok else None,
+                    "seed": job.spec.get("seed"),
+                    "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None}
+            yield (json.dumps(line) + "\n").encode()
+
+
+@router.get("/{batch_id}/results.jsonl", summary="One line per job: custom_id, id, state, url, seed, error",
+            response_class=StreamingResponse, responses={200: {"content": {"application/jsonl": {}}}})
+def results(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep) -> StreamingResponse:
+    batch = _batch_or_404(session, tenant, batch_id)
+    return StreamingResponse(_results_lines(batch.id, storage), media_type="application/jsonl")
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchPublic, summary="Cancel every job that has not finished")
+def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep) -> dict:
+    """Queued jobs end `canceled` at once and are never claimed; running ones stop at
+    their next sampling step."""
+    with session_scope() as s:  # committed before the answer goes out
+        batch = _batch_or_404(s, tenant, batch_id)
+        batch.canceled = True
+        jobs_db.cancel_jobs(s, tenant_id=tenant, batch_id=batch.id)
+    with session_scope() as s:
+        batch = _batch_or_404(s, tenant, batch_id)
+        return batch_public(batch, jobs_db.batch_stats(s, batch_id=batch.id))
+
+
+@router.post("/{batch_id}/retry", status_code=202, response_model=BatchPublic, summary="Requeue the failed jobs")
+def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, registry: RegistryDep) -> dict:
+    with session_scope() as s:
+        batch = _batch_or_404(s, tenant, batch_id)
+        if batch.canceled:
+            raise Conflict(f"batch {batch_id} was canceled; it cannot be retried")
+        demand = jobs_db.retry_failed(s, tenant_id=tenant, batch_id=batch.id,
+                                      extra_attempts=get_settings().max_attempts)
+    publish(dict(demand), registry=registry)
+    with session_scope() as s:
+        batch = _batch_or_404(s, tenant, batch_id)
+        return batch_public(batch, jobs_db.batch_stats(s, batch_id=batch.id))

@@ -1,0 +1,163 @@
+"""Wire shapes of the public contract (v1) and the functions that build them from rows.
+Fields may be added, never renamed."""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from db.jobs import BatchStats
+from db.models import Batch, Job
+from fresco.spec import SpecFields
+from fresco.storage import Storage
+
+
+class JobCreate(SpecFields):
+    """One job: a spec. ``prompt`` is required; everything else has the model's default."""
+
+
+class BatchItem(SpecFields):
+    """One item of a batch: its prompt and any spec fields that override the defaults.
+    Fields may also be given under ``overrides``."""
+
+    overrides: dict[str, Any] | None = Field(default=None, description="Spec fields overriding the batch defaults.")
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: SpecFields | None = Field(default=None, description="Spec fields every item starts from.")
+    items: list[BatchItem] = Field(description="One job per item (at least 1, at most FRESCO_MAX_BATCH_ITEMS).")
+    priority: int | None = Field(default=None, ge=-100, le=100, description="Higher runs first (default 0).")
+    webhook_url: str | None = Field(default=None, max_length=2000, description="Recorded; called back by the webhooks feature.")
+    metadata: dict[str, Any] | None = Field(default=None, description="Your own JSON object, echoed back.")
+
+
+class Progress(BaseModel):
+    step: int
+    steps: int
+
+
+class Result(BaseModel):
+    url: str
+    key: str
+    width: int
+    height: int
+    seed: int
+    format: str
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    id: uuid.UUID
+    batch_id: uuid.UUID | None
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    attempts: int
+    spec: dict[str, Any]
+    progress: Progress
+    result: Result | None
+    timings: dict[str, Any] | None
+    error: ErrorInfo | None
+    custom_id: str | None
+    metadata: dict[str, Any] | None
+    queue_position: int | None = None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Counts(BaseModel):
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    canceled: int
+
+
+class BatchProgress(BaseModel):
+    done: int
+    total: int
+    fraction: float
+    images_per_s: float | None
+    eta_s: float | None
+
+
+class BatchPublic(BaseModel):
+    id: uuid.UUID
+    status: Literal["queued", "running", "succeeded", "failed", "partial", "canceled"]
+    total: int
+    counts: Counts
+    progress: BatchProgress
+    priority: int
+    metadata: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    data: list[JobPublic]
+    next_cursor: str | None
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[dict[str, Any]]
+
+
+# --- rows -> wire ------------------------------------------------------------------------
+
+def job_public(job: Job, storage: Storage, queue_position: int | None = None) -> dict[str, Any]:
+    spec = job.spec
+    result = None
+    if job.status == "succeeded" and job.result_key:
+        r = job.result or {}
+        result = {"url": storage.url(job.result_key), "key": job.result_key, "width": r.get("width", spec["width"]),
+                  "height": r.get("height", spec["height"]), "seed": r.get("seed", spec["seed"]),
+                  "format": r.get("format", spec["output_format"])}
+    error = {"type": job.error_type, "message": job.error_message or ""} if job.error_type else None
+    return {
+        "id": job.id, "batch_id": job.batch_id, "status": job.status, "attempts": job.attempts, "spec": spec,
+        "progress": {"step": job.progress_step, "steps": spec["steps"]}, "result": result, "timings": job.timings,
+        "error": error, "custom_id": job.custom_id, "metadata": job.metadata_, "queue_position": queue_position,
+        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+    }
+
+
+def batch_status(batch: Batch, counts: dict[str, int]) -> str:
+    if counts["queued"] or counts["running"]:
+        started = counts["running"] + counts["succeeded"] + counts["failed"] + counts["canceled"]
+        return "running" if started else "queued"
+    if batch.canceled:
+        return "canceled"
+    if counts["succeeded"] == batch.total:
+        return "succeeded"
+    if counts["failed"] == batch.total:
+        return "failed"
+    if counts["canceled"] == batch.total:
+        return "canceled"
+    return "partial"
+
+
+def batch_public(batch: Batch, stats: BatchStats) -> dict[str, Any]:
+    counts = stats.counts
+    status = batch_status(batch, counts)
+    done = counts["succeeded"] + counts["failed"] + counts["canceled"]
+    rate = eta = None
+    if stats.first_started_at is not None and counts["succeeded"]:
+        elapsed = max(time.time() - stats.first_started_at.timestamp(), 1e-3)
+        rate = round(counts["succeeded"] / elapsed, 3)
+        eta = round((counts["queued"] + counts["running"]) / rate, 1) if status in ("queued", "running") else 0.0
+    finished = stats.last_finished_at if status not in ("queued", "running") else None
+    return {
+        "id": batch.id, "status": status, "total": batch.total, "counts": counts,
+        "progress": {"done": done, "total": batch.total, "fraction": round(done / batch.total, 4) if batch.total else 1.0,
+                     "images_per_s": rate, "eta_s": eta},
+        "priority": batch.priority, "metadata": batch.metadata_, "created_at": batch.created_at, "finished_at": finished,
+    }

@@ -1,0 +1,290 @@
+"""Data access for jobs and batches: bulk ingest, claims with leases, fenced finishes,
+cancel, retry, and what the sweeper needs. Every write here is safe to repeat.
+
+The fencing token is ``lease_owner``: a fresh random string per claim. A finish, a
+heartbeat or a progress update only touches rows still ``running`` under that token, so
+a worker whose lease expired (and whose jobs another worker re-claimed) changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import Session
+
+from db.models import Batch, Job
+
+# (queue, model, signature) -> number of jobs that became queued: what to publish for.
+Demand = Counter[tuple[str, str, str]]
+
+COPY_COLUMNS = ("id", "tenant_id", "batch_id", "model", "queue", "signature", "spec", "priority",
+                "status", "attempts", "max_attempts", "custom_id", "metadata")
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    id: uuid.UUID
+    model: str
+    queue: str
+    signature: str
+    spec: dict[str, Any]
+    custom_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: uuid.UUID
+    seq: int
+    tenant_id: uuid.UUID
+    batch_id: uuid.UUID | None
+    spec: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    queued_at: datetime
+    started_at: datetime
+
+
+def copy_jobs(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID | None, priority: int,
+              max_attempts: int, jobs: Iterable[NewJob]) -> Demand:
+    """Stream job rows into Postgres with COPY (one round trip for thousands of rows),
+    inside the session's transaction, and count them per signature."""
+    demand: Demand = Counter()
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cur, cur.copy(f"COPY jobs ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+        for job in jobs:
+            copy.write_row((job.id, tenant_id, batch_id, job.model, job.queue, job.signature,
+                            json.dumps(job.spec), priority, "queued", 0, max_attempts, job.custom_id,
+                            None if job.metadata is None else json.dumps(job.metadata)))
+            demand[(job.queue, job.model, job.signature)] += 1
+    return demand
+
+
+_CLAIM = text("""
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND signature = :signature
+    ORDER BY priority DESC, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs AS j
+SET status = 'running', attempts = j.attempts + 1, lease_owner = :token,
+    lease_expires_at = now() + make_interval(secs => :lease_s), started_at = now(), progress_step = 0
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.seq, j.tenant_id, j.batch_id, j.spec, j.attempts, j.max_attempts, j.queued_at, j.started_at
+""")
+
+
+def claim(session: Session, *, signature: str, limit: int, token: str, lease_s: float) -> list[ClaimedJob]:
+    """Claim up to ``limit`` queued jobs of one signature, highest priority first, FIFO."""
+    rows = session.execute(_CLAIM, {"signature": signature, "limit": limit, "token": token, "lease_s": lease_s})
+    return sorted((ClaimedJob(*r) for r in rows), key=lambda j: j.seq)
+
+
+def next_signature(session: Session, *, queues: list[str]) -> str | None:
+    """The signature of the job that should run next on these queues, if any."""
+    return session.scalar(text(
+        "SELECT signature FROM jobs WHERE status = 'queued' AND queue = ANY(:queues) "
+        "ORDER BY priority DESC, seq LIMIT 1"), {"queues": queues})
+
+
+_IDS = bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))
+
+
+def heartbeat(session: Session, *, ids: list[uuid.UUID], token: str, lease_s: float,
+              step: int | None = None) -> dict[uuid.UUID, bool]:
+    """Extend the lease of the jobs still held (and record progress when ``step`` is
+    given); returns id -> cancel requested. A job missing from the answer is no longer
+    ours: its lease was lost and another worker may hold it."""
+    rows = session.execute(text(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), "
+        "progress_step = COALESCE(:step, progress_step) "
+        "WHERE id = ANY(:ids) AND status = 'running' AND lease_owner = :token "
+        "RETURNING id, cancel_requested").bindparams(_IDS),
+        {"ids": ids, "token": token, "lease_s": lease_s, "step": step})
+    return {r.id: r.cancel_requested for r in rows}
+
+
+def finish_success(session: Session, *, job_id: uuid.UUID, token: str, result_key: str,
+                   result: dict[str, Any], timings: dict[str, Any]) -> bool:
+    """Record a rendered, stored image. False: the lease was lost; nothing changed."""
+    row = session.execute(text(
+        "UPDATE jobs SET status = 'succeeded', result_key = :key, result = CAST(:result AS jsonb), "
+        "timings = CAST(:timings AS jsonb), finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, "
+        "progress_step = (spec->>'steps')::int, error_type = NULL, error_message = NULL "
+        "WHERE id = :id AND status = 'running' AND lease_owner = :token RETURNING id"),
+        {"id": job_id, "token": token, "key": result_key, "result": json.dumps(result), "timings": json.dumps(timings)})
+    return row.first() is not None
+
+
+def finish_failure(session: Session, *, job_id: uuid.UUID, token: str, error_type: str, message: str,
+                   retry: bool, timings: dict[str, Any] | None = None) -> str | None:
+    """Fail a job, or put it back in the queue when ``retry`` and attempts remain.
+    Returns the new status, or None if the lease was lost."""
+    row = session.execute(text("""
+        UPDATE jobs SET
+            status = CASE WHEN cancel_requested THEN 'canceled'
+                          WHEN :retry AND attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+            error_type = CASE WHEN :retry AND attempts < max_attempts THEN NULL ELSE :etype END,
+            error_message = CASE WHEN :retry AND attempts < max_attempts THEN NULL ELSE :message END,
+            queued_at = CASE WHEN :retry AND attempts < max_attempts THEN now() ELSE queued_at END,
+            finished_at = CASE WHEN :retry AND attempts < max_attempts AND NOT cancel_requested THEN NULL ELSE now() END,
+            timings = COALESCE(CAST(:timings AS jsonb), timings),
+            lease_owner = NULL, lease_expires_at = NULL
+        WHERE id = :id AND status = 'running' AND lease_owner = :token
+        RETURNING status"""),
+        {"id": job_id, "token": token, "etype": error_type, "message": message[:2000], "retry": retry,
+         "timings": None if timings is None else json.dumps(timings)})
+    return row.scalar()
+
+
+def mark_canceled(session: Session, *, ids: list[uuid.UUID], token: str) -> None:
+    """A running job whose cancel was seen at a step boundary ends here."""
+    session.execute(text(
+        "UPDATE jobs SET status = 'canceled', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE id = ANY(:ids) AND status = 'running' AND lease_owner = :token").bindparams(_IDS),
+        {"ids": ids, "token": token})
+
+
+def release(session: Session, *, ids: list[uuid.UUID], token: str) -> Demand:
+    """Hand jobs back to the queue without counting the attempt (worker shutting down)."""
+    rows = session.execute(text(
+        "UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'canceled' ELSE 'queued' END, "
+        "attempts = attempts - 1, queued_at = now(), started_at = NULL, progress_step = 0, "
+        "finished_at = CASE WHEN cancel_requested THEN now() END, lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE id = ANY(:ids) AND status = 'running' AND lease_owner = :token "
+        "RETURNING queue, model, signature, status").bindparams(_IDS), {"ids": ids, "token": token})
+    return Counter((r.queue, r.model, r.signature) for r in rows if r.status == "queued")
+
+
+def cancel_jobs(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID | None = None,
+                batch_id: uuid.UUID | None = None) -> None:
+    """Queued jobs end canceled at once (never claimed); running ones get a flag that the
+    worker sees at its next step. Queued first: a claim racing this statement either
+    wins (then the second statement flags the job) or loses (then it is canceled)."""
+    where = "tenant_id = :tenant AND " + ("id = :id" if job_id else "batch_id = :batch")
+    params = {"tenant": tenant_id, "id": job_id, "batch": batch_id}
+    session.execute(text(f"UPDATE jobs SET status = 'canceled', finished_at = now() "
+                         f"WHERE {where} AND status = 'queued'"), params)
+    session.execute(text(f"UPDATE jobs SET cancel_requested = true WHERE {where} AND status = 'running'"), params)
+
+
+def retry_failed(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID, extra_attempts: int) -> Demand:
+    """Requeue a batch's failed jobs with a fresh attempt budget (history kept)."""
+    rows = session.execute(text(
+        "UPDATE jobs SET status = 'queued', error_type = NULL, error_message = NULL, queued_at = now(), "
+        "finished_at = NULL, started_at = NULL, progress_step = 0, max_attempts = attempts + :extra "
+        "WHERE batch_id = :batch AND tenant_id = :tenant AND status = 'failed' "
+        "RETURNING queue, model, signature"), {"batch": batch_id, "tenant": tenant_id, "extra": extra_attempts})
+    return Counter((r.queue, r.model, r.signature) for r in rows)
+
+
+def expire_leases(session: Session, *, limit: int = 5000) -> tuple[Demand, int]:
+    """Jobs whose worker stopped heartbeating: back to the queue, or failed once their
+    attempts are spent, or canceled if a cancel came meanwhile. Returns the demand to
+    publish for and the number of jobs touched."""
+    rows = session.execute(text("""
+        WITH expired AS (
+            SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now()
+            ORDER BY lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+        UPDATE jobs AS j SET
+            status = CASE WHEN j.cancel_requested THEN 'canceled'
+                          WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+            error_type = CASE WHEN NOT j.cancel_requested AND j.attempts >= j.max_attempts THEN 'worker_lost' END,
+            error_message = CASE WHEN NOT j.cancel_requested AND j.attempts >= j.max_attempts THEN
+                'the render process died or stopped heartbeating on each of ' || j.attempts || ' attempts' END,
+            finished_at = CASE WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN now() END,
+            queued_at = now(), progress_step = 0, lease_owner = NULL, lease_expires_at = NULL
+        FROM expired WHERE j.id = expired.id
+        RETURNING j.queue, j.model, j.signature, j.status"""), {"limit": limit})
+    demand: Demand = Counter()
+    touched = 0
+    for r in rows:
+        touched += 1
+        if r.status == "queued":
+            demand[(r.queue, r.model, r.signature)] += 1
+    return demand, touched
+
+
+def queued_demand(session: Session, *, older_than_s: float) -> Demand:
+    """Queued jobs per signature that have waited at least ``older_than_s``."""
+    rows = session.execute(text(
+        "SELECT queue, model, signature, count(*) AS n FROM jobs WHERE status = 'queued' "
+        "AND queued_at < now() - make_interval(secs => :age) GROUP BY queue, model, signature"),
+        {"age": older_than_s})
+    return Counter({(r.queue, r.model, r.signature): r.n for r in rows})
+
+
+# --- reads -----------------------------------------------------------------------------
+
+def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+    return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+
+
+def get_batch(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID) -> Batch | None:
+    return session.scalar(select(Batch).where(Batch.id == batch_id, Batch.tenant_id == tenant_id))
+
+
+def find_batch_by_idempotency_key(session: Session, *, tenant_id: uuid.UUID, key: str) -> Batch | None:
+    return session.scalar(select(Batch).where(Batch.tenant_id == tenant_id, Batch.idempotency_key == key))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    counts: dict[str, int]
+    progress_steps: int  # sum of steps done by running jobs
+    first_started_at: datetime | None
+    last_finished_at: datetime | None
+
+
+def batch_stats(session: Session, *, batch_id: uuid.UUID) -> BatchStats:
+    rows = session.execute(text(
+        "SELECT status, count(*) AS n, sum(CASE WHEN status = 'running' THEN progress_step ELSE 0 END) AS steps, "
+        "min(started_at) AS first, max(finished_at) AS last FROM jobs WHERE batch_id = :b GROUP BY status"),
+        {"b": batch_id}).all()
+    counts = {s: 0 for s in ("queued", "running", "succeeded", "failed", "canceled")}
+    first = last = None
+    steps = 0
+    for r in rows:
+        counts[r.status] = r.n
+        steps += int(r.steps or 0)
+        if r.first and (first is None or r.first < first):
+            first = r.first
+        if r.last and (last is None or r.last > last):
+            last = r.last
+    return BatchStats(counts, steps, first, last)
+
+
+def queue_position(session: Session, *, job: Job) -> int:
+    """How many queued jobs of the same queue run before this one."""
+    return session.scalar(text(
+        "SELECT count(*) FROM jobs WHERE status = 'queued' AND queue = :q "
+        "AND (priority > :p OR (priority = :p AND seq < :seq))"), {"q": job.queue, "p": job.priority, "seq": job.seq})
+
+
+def page_jobs(session: Session, *, batch_id: uuid.UUID, after_seq: int, limit: int,
+              status: str | None = None) -> list[Job]:
+    q = select(Job).where(Job.batch_id == batch_id, Job.seq > after_seq)
+    if status:
+        q = q.where(Job.status == status)
+    return list(session.scalars(q.order_by(Job.seq).limit(limit)))
+
+
+def iter_batch_jobs(session: Session, *, batch_id: uuid.UUID, chunk: int = 2000) -> Iterator[Job]:
+    """Every job of a batch in order, a chunk at a time (keyset pagination)."""
+    after = 0
+    while True:
+        page = page_jobs(session, batch_id=batch_id, after_seq=after, limit=chunk)
+        yield from page
+        if len(page) < chunk:
+            return
+        after = page[-1].seq
+        session.expunge_all()

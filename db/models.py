@@ -1,0 +1,110 @@
+"""SQLAlchemy 2 tables. Wire shapes live in api/schemas.py, never here."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Identity, Index, Integer, String, Text,
+                        UniqueConstraint, func, text)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiKey(Base):
+    """An API key, stored as a SHA-256 digest: keys are 32 random bytes, so a fast hash
+    is enough and a stolen table gives nothing usable. ``prefix`` is shown to people to
+    tell keys apart; it is not secret and not used for lookup alone."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    total: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    canceled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_batches_idempotency"),
+        # Listing a tenant's batches newest first.
+        Index("ix_batches_tenant_created", "tenant_id", "created_at"),
+    )
+
+
+class Job(Base):
+    """One image. The row is the outbox: it commits before any message is published,
+    and the sweeper republishes what sits queued without a message."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    # Insertion order: FIFO claims and stable cursor pagination.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(100))
+    # Jobs with equal signatures share a pipeline call (fresco.spec.signature).
+    signature: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    progress_step: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    result_key: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error_type: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    custom_id: Mapped[str | None] = mapped_column(String(256))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When the job last became queued (created, lease expired, retried): queue wait.
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # Claims: the next queued jobs of one signature in priority, FIFO order.
+        Index("ix_jobs_claim", "signature", text("priority DESC"), "seq", postgresql_where=text("status = 'queued'")),
+        # A token for any signature of a queue, and the sweeper's demand per queue.
+        Index("ix_jobs_next", "queue", text("priority DESC"), "seq", postgresql_where=text("status = 'queued'")),
+        # The sweeper: running jobs by lease expiry.
+        Index("ix_jobs_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
+        # Batch status counts and pages (cursor = seq).
+        Index("ix_jobs_batch", "batch_id", "status", "seq"),
+        Index("ix_jobs_batch_seq", "batch_id", "seq"),
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+    )

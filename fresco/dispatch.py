@@ -1,0 +1,138 @@
+"""Publishing work units to the broker (the API after commit, the sweeper, the worker
+on requeue). A message names a unit of work, not a payload: "up to B queued jobs of this
+signature"; the specs stay in Postgres and the worker claims them itself. A message that
+finds nothing to claim (a duplicate, a late one) is dropped, so publishing too much is
+harmless and publishing too little is repaired by the sweeper.
+
+Speed: a 10,000-job batch is ~10,000/B messages. Celery's ``send_task`` costs ~1 ms a
+message (a Redis client per publish, one round trip each), so Celery and kombu build one
+message per signature here and its copies, each with its own task id, go to Redis in one
+pipelined round trip. The envelope is kombu's own (``prepare_message``), so a stock
+``celery worker`` consumes it like any other message.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import uuid
+
+import redis
+from celery import Celery
+from kombu.serialization import dumps
+
+from fresco.constants import RENDER_TASK
+from fresco.registry import Registry, get_registry
+from fresco.settings import Settings, get_settings
+from fresco.spec import signature_work
+
+log = logging.getLogger(__name__)
+
+# (queue, model, signature) -> jobs that became queued
+Demand = dict[tuple[str, str, str], int]
+
+
+def broker_options(settings: Settings) -> dict:
+    """Redis transport options shared by the senders and the worker. The visibility
+    timeout is only a backstop: leases in Postgres are the recovery path."""
+    return {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "socket_connect_timeout": 3,
+        "socket_timeout": 10,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def sender() -> Celery:
+    """A Celery app used only to build messages (the API imports no worker code)."""
+    settings = get_settings()
+    app = Celery("fresco-sender", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(broker_transport_options=broker_options(settings), task_serializer="json",
+                    accept_content=["json"])
+    return app
+
+
+@functools.lru_cache(maxsize=1)
+def broker() -> redis.Redis:
+    settings = get_settings()
+    opts = broker_options(settings)
+    return redis.Redis.from_url(settings.broker_url, socket_connect_timeout=opts["socket_connect_timeout"],
+                                socket_timeout=opts["socket_timeout"], health_check_interval=opts["health_check_interval"])
+
+
+def batch_size(registry: Registry, model: str) -> int:
+    """B for publishing: the model's smallest batch size, so a CPU worker is never
+    starved of messages (a GPU worker claims more per message; the surplus messages
+    find nothing and are dropped)."""
+    entry = registry.get(model)
+    return max(1, min(entry.batch_size("cpu"), entry.batch_size("cuda"))) if entry else 1
+
+
+def time_limits(sig: str, batch: int, settings: Settings) -> tuple[float, float]:
+    """(soft, hard) seconds for a unit: a base plus a term in steps x pixels x batch, so
+    a hung render cannot hold a worker forever and a big one is not cut short."""
+    width, height, steps = signature_work(sig)
+    soft = settings.deadline_base_s + settings.deadline_per_megapixel_step_s * width * height / 1e6 * steps * batch
+    return soft, soft * 1.5 + 30
+
+
+def _envelope(app: Celery, queue: str, model: str, sig: str, soft: float, hard: float) -> dict:
+    """One message as Celery (protocol 2) and kombu's Redis transport would write it,
+    sent to the default exchange: routed by queue name, so it survives a Redis that lost
+    kombu's binding keys (FLUSHALL)."""
+    task_id = str(uuid.uuid4())
+    headers, properties, body, _ = app.amqp.as_task_v2(
+        task_id, RENDER_TASK, kwargs={"model": model, "signature": sig},
+        time_limit=hard, soft_time_limit=soft, ignore_result=True)
+    content_type, encoding, payload = dumps(body, serializer="json")
+    properties = dict(properties, delivery_mode=2)
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        message = channel.prepare_message(payload, 0, content_type, encoding, headers, properties)
+        channel._inplace_augment_message(message, "", queue)
+    return message
+
+
+# Placeholders substituted per copy: every message gets its own task id and delivery tag.
+_TASK_ID, _TAG = "@@fresco-task-id@@", "@@fresco-delivery-tag@@"
+
+
+def _template(message: dict) -> str:
+    message["headers"]["id"] = message["headers"]["root_id"] = _TASK_ID
+    message["properties"]["correlation_id"] = _TASK_ID
+    message["properties"]["delivery_tag"] = _TAG
+    return json.dumps(message)
+
+
+def publish(demand: Demand, *, registry: Registry | None = None, raise_errors: bool = False) -> int:
+    """Publish ceil(n/B) messages per signature in one pipelined round trip; returns how
+    many went out. A broker outage is logged, not raised (unless asked): the jobs are
+    safe in Postgres and the sweeper publishes for them once the broker is back."""
+    demand = {k: n for k, n in demand.items() if n > 0}
+    if not demand:
+        return 0
+    registry = registry or get_registry()
+    settings = get_settings()
+    app = sender()
+    total = 0
+    try:
+        pipe = broker().pipeline(transaction=False)
+        for (queue, model, sig), n in demand.items():
+            b = batch_size(registry, model)
+            soft, hard = time_limits(sig, b, settings)
+            template = _template(_envelope(app, queue, model, sig, soft, hard))
+            for _ in range(math.ceil(n / b)):
+                task_id = str(uuid.uuid4())
+                pipe.lpush(queue, template.replace(_TASK_ID, task_id).replace(_TAG, str(uuid.uuid4())))
+                total += 1
+        pipe.execute()
+    except Exception as e:  # redis and kombu raise many types for an unreachable broker
+        log.warning("publish of %d messages failed (%s: %s); the sweeper will republish",
+                    total, type(e).__name__, e)
+        if raise_errors:
+            raise
+        return 0
+    return total

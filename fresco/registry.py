@@ -1,0 +1,189 @@
+"""The model registry: one TOML file (``FRESCO_MODELS``) mapping a model id to its source,
+pipeline, dtype, defaults and limits. The API validates specs against it; workers load
+pipelines from it; ``GET /v1/models`` serves it.
+
+A bad file is a startup error that names the entry and the field.
+"""
+from __future__ import annotations
+
+import functools
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fresco.constants import DEFAULT_QUEUE
+from fresco.errors import RegistryError
+
+# Every scheduler name the farm knows, mapped to its diffusers class (and kwargs).
+# `euler_a` is Euler ancestral; `dpmpp_2m` is DPM-Solver++ (2M); `dpmpp_sde` needs the
+# optional torchsde package and `lcm` an LCM-distilled model, so registry entries only
+# list them where they apply.
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_sde": ("DPMSolverSDEScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+}
+BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
+OUTPUT_FORMATS = ("png", "webp", "jpeg")
+PipelineKind = Literal["text-to-image", "image-to-image", "inpainting"]
+
+
+class PerDevice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: str | int = "float32"
+    cuda: str | int = "float16"
+
+
+class ModelEntry(BaseModel):
+    """One registry entry. Sizes are pixels; limits are inclusive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    description: str = ""
+    # A folder (relative to the registry file), "hub:org/name@revision", or "s3://bucket/prefix".
+    source: str
+    # "module:Class" of a DiffusionPipeline subclass; default: diffusers' auto pipeline.
+    pipeline_class: str | None = None
+    kinds: list[PipelineKind] = ["text-to-image"]
+    dtype: PerDevice = PerDevice()
+    max_batch: PerDevice = PerDevice(cpu=4, cuda=16)
+    queue: str = DEFAULT_QUEUE
+
+    default_width: int = 512
+    default_height: int = 512
+    min_size: int = 64
+    max_width: int = 1024
+    max_height: int = 1024
+    default_steps: int = 25
+    max_steps: int = 150
+    default_guidance: float = 7.5
+    max_guidance: float = 30.0
+    default_scheduler: str = "ddim"
+    schedulers: list[str] = ["ddim", "ddpm", "pndm", "euler", "euler_a", "heun", "dpmpp_2m", "unipc"]
+    max_prompt_chars: int = 2000
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelEntry":
+        for name in self.schedulers:
+            if name not in SCHEDULERS:
+                raise ValueError(f"schedulers: unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
+        if self.default_scheduler not in self.schedulers:
+            raise ValueError(f"default_scheduler: {self.default_scheduler!r} is not in schedulers")
+        for field in ("default_width", "default_height", "min_size", "max_width", "max_height"):
+            if getattr(self, field) % 8:
+                raise ValueError(f"{field}: {getattr(self, field)} is not a multiple of 8")
+        if not self.min_size <= self.default_width <= self.max_width:
+            raise ValueError("default_width: outside min_size..max_width")
+        if not self.min_size <= self.default_height <= self.max_height:
+            raise ValueError("default_height: outside min_size..max_height")
+        if not 1 <= self.default_steps <= self.max_steps:
+            raise ValueError("default_steps: outside 1..max_steps")
+        return self
+
+    def batch_size(self, device: str) -> int:
+        return int(self.max_batch.cuda if device == "cuda" else self.max_batch.cpu)
+
+    def torch_dtype_name(self, device: str) -> str:
+        return str(self.dtype.cuda if device == "cuda" else self.dtype.cpu)
+
+    def public(self) -> dict:
+        """What ``GET /v1/models`` shows: defaults and limits, not where weights live."""
+        return {
+            "id": self.id,
+            "object": "model",
+            "description": self.description,
+            "kinds": self.kinds,
+            "queue": self.queue,
+            "defaults": {
+                "width": self.default_width, "height": self.default_height,
+                "steps": self.default_steps, "guidance_scale": self.default_guidance,
+                "scheduler": self.default_scheduler,
+            },
+            "limits": {
+                "min_size": self.min_size, "max_width": self.max_width, "max_height": self.max_height,
+                "max_steps": self.max_steps, "max_guidance_scale": self.max_guidance,
+                "max_prompt_chars": self.max_prompt_chars,
+                "max_batch": {"cpu": self.max_batch.cpu, "cuda": self.max_batch.cuda},
+            },
+            "schedulers": self.schedulers,
+            "beta_schedules": list(BETA_SCHEDULES),
+            "output_formats": list(OUTPUT_FORMATS),
+        }
+
+
+class Registry:
+    """Loaded registry. The first entry (or ``default``) is the default model."""
+
+    def __init__(self, entries: list[ModelEntry], default: str, root: Path) -> None:
+        self.entries = {e.id: e for e in entries}
+        self.default = default
+        self.root = root
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        return self.entries.get(model_id)
+
+    def ordered(self) -> list[ModelEntry]:
+        """Default model first: clients that pick "the first model" get the default."""
+        first = self.entries[self.default]
+        return [first] + [e for e in self.entries.values() if e.id != self.default]
+
+    def queues(self) -> list[str]:
+        return sorted({e.queue for e in self.entries.values()})
+
+    def resolve_source(self, entry: ModelEntry) -> str:
+        """A local folder as an absolute path; hub and s3 sources as written."""
+        if entry.source.startswith(("hub:", "s3://")):
+            return entry.source
+        path = Path(entry.source)
+        return str(path if path.is_absolute() else (self.root / path).resolve())
+
+
+def load_registry(path: Path | str) -> Registry:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise RegistryError(f"model registry {path} does not exist (set FRESCO_MODELS)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RegistryError(f"model registry {path} is not valid TOML: {e}") from None
+    items = raw.get("models")
+    if not isinstance(items, list) or not items:
+        raise RegistryError(f"model registry {path}: no [[models]] entries")
+    entries: list[ModelEntry] = []
+    for i, item in enumerate(items):
+        name = item.get("id", f"#{i + 1}") if isinstance(item, dict) else f"#{i + 1}"
+        try:
+            entries.append(ModelEntry.model_validate(item))
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "entry"
+            raise RegistryError(f"model registry {path}: model {name!r}, field {field}: {err['msg']}") from None
+    ids = [e.id for e in entries]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    if dupes:
+        raise RegistryError(f"model registry {path}: model id {sorted(dupes)[0]!r} is listed twice")
+    default = raw.get("default", entries[0].id)
+    if default not in ids:
+        raise RegistryError(f"model registry {path}: default {default!r} is not a listed model")
+    return Registry(entries, default, path.parent.resolve())
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str) -> Registry:
+    return load_registry(path)
+
+
+def get_registry() -> Registry:
+    from fresco.settings import get_settings
+
+    return _cached(str(get_settings().models))

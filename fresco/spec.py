@@ -1,0 +1,148 @@
+"""The job spec: what one image is rendered from.
+
+Two layers, like diffusers' ``check_inputs``: :class:`SpecFields` checks what needs no
+registry (types, non-empty prompt, no NUL byte); :func:`resolve` applies the model's
+defaults and limits and returns the complete spec stored in Postgres. Every error names
+the field and shows the limit.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fresco.errors import InvalidSpec
+from fresco.registry import BETA_SCHEDULES, OUTPUT_FORMATS, ModelEntry, Registry
+
+MAX_SEED = 2**63 - 1
+MAX_CUSTOM_ID = 256
+MAX_METADATA_BYTES = 16 * 1024
+
+# Fields that change the shape of the pipeline call: jobs agreeing on all of them can
+# share one sampling call. Everything else (prompt, negative prompt, seed, format) is
+# per image.
+SIGNATURE_FIELDS = ("model", "kind", "width", "height", "steps", "scheduler", "beta_schedule", "guidance_scale")
+
+
+class SpecFields(BaseModel):
+    """A spec as a client writes it: every field optional but the prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, description="Model id from GET /v1/models; default: the registry's default model.")
+    prompt: str | None = Field(default=None, description="What to draw. Non-empty, no NUL, at most the model's max_prompt_chars.")
+    negative_prompt: str | None = Field(default=None, description="What to steer away from (replaces the empty unconditional prompt).")
+    width: int | None = Field(default=None, description="Pixels, a multiple of 8 within the model's limits.")
+    height: int | None = Field(default=None, description="Pixels, a multiple of 8 within the model's limits.")
+    steps: int | None = Field(default=None, description="Sampling steps, 1..the model's max_steps.")
+    guidance_scale: float | None = Field(default=None, description="Classifier-free guidance, 0..the model's max_guidance_scale.")
+    scheduler: str | None = Field(default=None, description="One of the model's schedulers (ddim, ddpm, pndm, euler, euler_a, heun, dpmpp_2m, dpmpp_sde, unipc, lcm).")
+    beta_schedule: str | None = Field(default=None, description="Noise schedule override: linear, scaled_linear or cosine.")
+    seed: int | None = Field(default=None, description="0..2^63-1; chosen and recorded when absent. Same seed + spec = same image.")
+    output_format: str | None = Field(default=None, description="png (default), webp or jpeg.")
+    custom_id: str | None = Field(default=None, description="Your own reference, echoed back.")
+    metadata: dict[str, Any] | None = Field(default=None, description="Your own JSON object, echoed back (16 KiB at most).")
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("must not contain a NUL character")
+        return v
+
+    @field_validator("custom_id")
+    @classmethod
+    def _custom_id(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > MAX_CUSTOM_ID or "\x00" in v):
+            raise ValueError(f"must be at most {MAX_CUSTOM_ID} characters with no NUL")
+        return v
+
+
+def _fail(prefix: str, field: str, message: str) -> InvalidSpec:
+    return InvalidSpec(f"{prefix}{field}: {message}", field=f"{prefix}{field}")
+
+
+def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "") -> dict[str, Any]:
+    """Apply registry defaults and limits; return the complete spec or raise InvalidSpec.
+
+    ``fields`` is a SpecFields dump with unset fields left out; ``where`` prefixes the
+    field in error messages (``items[3].``) so a client can find the bad item.
+    """
+    model_id = fields.get("model") or registry.default
+    entry: ModelEntry | None = registry.get(model_id)
+    if entry is None:
+        raise _fail(where, "model", f"unknown model {model_id!r}; available: {', '.join(registry.entries)}")
+    prompt = fields.get("prompt")
+    if prompt is None or not prompt.strip():
+        raise _fail(where, "prompt", "is required and must not be empty")
+    for name in ("prompt", "negative_prompt"):
+        value = fields.get(name)
+        if value is not None and len(value) > entry.max_prompt_chars:
+            raise _fail(where, name, f"is {len(value)} characters; model {entry.id} allows at most {entry.max_prompt_chars}")
+
+    width = fields.get("width") or entry.default_width
+    height = fields.get("height") or entry.default_height
+    for name, value, limit in (("width", width, entry.max_width), ("height", height, entry.max_height)):
+        if value % 8:
+            raise _fail(where, name, f"{value} is not a multiple of 8")
+        if not entry.min_size <= value <= limit:
+            raise _fail(where, name, f"{value} is outside {entry.min_size}..{limit} for model {entry.id}")
+
+    steps = fields.get("steps") if fields.get("steps") is not None else entry.default_steps
+    if not 1 <= steps <= entry.max_steps:
+        raise _fail(where, "steps", f"{steps} is outside 1..{entry.max_steps} for model {entry.id}")
+    guidance = fields.get("guidance_scale")
+    guidance = float(entry.default_guidance if guidance is None else guidance)
+    if not 0.0 <= guidance <= entry.max_guidance:
+        raise _fail(where, "guidance_scale", f"{guidance} is outside 0..{entry.max_guidance} for model {entry.id}")
+    scheduler = fields.get("scheduler") or entry.default_scheduler
+    if scheduler not in entry.schedulers:
+        raise _fail(where, "scheduler", f"{scheduler!r} is not one of model {entry.id}'s schedulers: {', '.join(entry.schedulers)}")
+    beta = fields.get("beta_schedule")
+    if beta is not None and beta not in BETA_SCHEDULES:
+        raise _fail(where, "beta_schedule", f"{beta!r} is not one of {', '.join(BETA_SCHEDULES)}")
+    fmt = fields.get("output_format") or "png"
+    if fmt not in OUTPUT_FORMATS:
+        raise _fail(where, "output_format", f"{fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    seed = fields.get("seed")
+    if seed is None:
+        seed = secrets.randbelow(2**32)  # chosen here so it is recorded with the job
+    elif not 0 <= seed <= MAX_SEED:
+        raise _fail(where, "seed", f"{seed} is outside 0..{MAX_SEED}")
+    metadata = fields.get("metadata")
+    if metadata is not None:
+        import json
+
+        if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+            raise _fail(where, "metadata", f"is larger than {MAX_METADATA_BYTES} bytes as JSON")
+
+    return {
+        "model": entry.id,
+        "kind": "text-to-image",
+        "prompt": prompt,
+        "negative_prompt": fields.get("negative_prompt"),
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "guidance_scale": guidance,
+        "scheduler": scheduler,
+        "beta_schedule": beta,
+        "seed": seed,
+        "output_format": fmt,
+    }
+
+
+def signature(spec: dict[str, Any]) -> str:
+    """The batch signature: jobs with equal signatures can share one pipeline call.
+    Readable on purpose (it shows up in logs, Flower and the jobs table)."""
+    g = f"{spec['guidance_scale']:g}"
+    return (f"{spec['model']}|{spec['kind']}|{spec['width']}x{spec['height']}|{spec['steps']}"
+            f"|{spec['scheduler']}|{spec['beta_schedule'] or '-'}|{g}")
+
+
+def signature_work(sig: str) -> tuple[int, int, int]:
+    """(width, height, steps) of a signature: what its render costs."""
+    parts = sig.split("|")
+    width, height = (int(x) for x in parts[2].split("x"))
+    return width, height, int(parts[3])

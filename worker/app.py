@@ -1,0 +1,51 @@
+"""The Celery app: configuration and routing only.
+
+Delivery settings follow DESIGN.md: late acks, reject on worker lost, prefetch 1, one
+render process, results ignored (state lives in Postgres), a broker visibility timeout
+far beyond the lease. Models load in the render child after fork (signals.py).
+"""
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from fresco.constants import DEFAULT_QUEUE, RENDER_TASK
+from fresco.dispatch import broker_options
+from fresco.registry import get_registry
+from fresco.settings import get_settings
+
+settings = get_settings()
+queues = settings.queue_list or get_registry().queues() or [DEFAULT_QUEUE]
+
+app = Celery("fresco", broker=settings.broker_url, include=["worker.tasks", "worker.signals"])
+app.conf.update(
+    broker_transport_options=broker_options(settings),
+    broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,  # keep reconnecting through a Redis restart
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    # A failing task is acknowledged: its jobs already carry their outcome in Postgres
+    # (failed, or queued again with a fresh message), so redelivery would only loop.
+    task_acks_on_failure_or_timeout=True,
+    worker_prefetch_multiplier=1,
+    worker_concurrency=1,  # one render process per GPU (per worker on a CPU)
+    worker_pool="prefork",
+    # The render child is long-lived: it holds the warm model cache.
+    worker_max_tasks_per_child=None,
+    # A Redis restart must not kill a running render: its outcome is recorded in
+    # Postgres under a fenced lease, and a redelivered message claims nothing.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
+    # Soft shutdown: on SIGTERM, running work gets this long to finish before the
+    # worker hands back what it holds (see signals.py) and exits.
+    worker_soft_shutdown_timeout=settings.shutdown_grace_s,
+    worker_enable_soft_shutdown_on_idle=True,
+    worker_send_task_events=True,
+    task_send_sent_event=False,
+    task_queues=[Queue(q, routing_key=q) for q in queues],
+    task_default_queue=queues[0],
+    task_routes={RENDER_TASK: {"queue": queues[0]}},
+    worker_hijack_root_logger=False,
+)

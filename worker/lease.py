@@ -1,0 +1,70 @@
+"""A claimed unit's lease: a heartbeat thread that extends it while the unit renders,
+and the step-boundary check that also records progress and picks up cancels."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from db import jobs as jobs_db
+from db.session import session_scope
+from fresco.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Lease:
+    def __init__(self, ids: list[uuid.UUID], token: str, settings: Settings) -> None:
+        self.token = token
+        self.settings = settings
+        self.active: set[uuid.UUID] = set(ids)  # still rendering under this lease
+        self.canceled: set[uuid.UUID] = set()  # cancel requested by the client
+        self.lost: set[uuid.UUID] = set()  # lease gone: another worker may own it now
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def done(self, job_id: uuid.UUID) -> None:
+        with self._lock:
+            self.active.discard(job_id)
+
+    def live(self) -> list[uuid.UUID]:
+        """Jobs still worth rendering: held, not canceled."""
+        with self._lock:
+            return [j for j in self.active if j not in self.canceled and j not in self.lost]
+
+    def touch(self, step: int | None = None) -> set[uuid.UUID]:
+        """Extend the lease (and record progress); returns the newly canceled jobs."""
+        with self._lock:
+            ids = list(self.active - self.lost)
+        if not ids:
+            return set()
+        with session_scope() as s:
+            flags = jobs_db.heartbeat(s, ids=ids, token=self.token, lease_s=self.settings.lease_s, step=step)
+        newly: set[uuid.UUID] = set()
+        with self._lock:
+            for job_id in ids:
+                if job_id not in flags:
+                    if job_id not in self.lost:
+                        log.warning("job %s: lease lost; its result will be discarded", job_id)
+                    self.lost.add(job_id)
+                elif flags[job_id] and job_id not in self.canceled:
+                    self.canceled.add(job_id)
+                    newly.add(job_id)
+        return newly
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            try:
+                self.touch()
+            except Exception as e:  # a missed beat is fine; the lease outlives several
+                log.warning("heartbeat failed: %s: %s", type(e).__name__, str(e).splitlines()[0][:200])

@@ -1,0 +1,72 @@
+"""One sampling call for a group of compatible jobs.
+
+Every image gets its own CPU ``torch.Generator`` seeded with its job's seed, passed as a
+list, so its initial noise (and any noise an ancestral scheduler adds) depends on its own
+seed alone: the same spec and seed give the same image at any position of any batch.
+A fresh scheduler is built for each call from the config saved at load time, because
+schedulers hold per-call state and a changed scheduler or noise schedule must not
+reload weights.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+
+from fresco.registry import SCHEDULERS
+
+# The spec's names for noise schedules, as diffusers spells them.
+BETA_SCHEDULE_NAMES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
+
+# step callback: (step done, steps) -> True to stop the whole call
+StepCallback = Callable[[int, int], bool]
+
+
+def make_scheduler(name: str, base_config: dict, beta_schedule: str | None) -> Any:
+    cls_name, kwargs = SCHEDULERS[name]
+    config = dict(base_config)
+    if beta_schedule:
+        config["beta_schedule"] = BETA_SCHEDULE_NAMES[beta_schedule]
+        config.pop("trained_betas", None)
+    return getattr(diffusers, cls_name).from_config(config, **kwargs)
+
+
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: StepCallback | None = None) -> np.ndarray:
+    """Render one image per spec (all sharing a signature) in one pipeline call.
+    Returns uint8 RGB images, shape (N, H, W, 3)."""
+    first = specs[0]
+    pipe.scheduler = make_scheduler(first["scheduler"], scheduler_config, first["beta_schedule"])
+    steps = first["steps"]
+
+    def callback(p: Any, i: int, t: Any, kwargs: dict) -> dict:
+        if on_step is not None and on_step(i + 1, steps):
+            p._interrupt = True
+        return kwargs
+
+    with torch.inference_mode():
+        out = pipe(
+            prompt=[s["prompt"] for s in specs],
+            # "" is what the pipeline uses for a missing negative prompt, so a job renders
+            # the same whether or not its batch mates have negative prompts.
+            negative_prompt=[s.get("negative_prompt") or "" for s in specs],
+            width=first["width"],
+            height=first["height"],
+            num_inference_steps=steps,
+            guidance_scale=first["guidance_scale"],
+            generator=generators([s["seed"] for s in specs]),
+            output_type="np",
+            callback_on_step_end=callback,
+        )
+    images = np.asarray(out.images)
+    return (images * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()

@@ -1,0 +1,129 @@
+"""The sweeper closes every gap that at-least-once delivery leaves:
+
+1. expired leases (a worker died or hung): back to ``queued`` and republished, or
+   ``failed`` once their attempts are spent;
+2. the outbox: queued jobs that have no message waiting (the API died between commit and
+   publish, Redis was down, a message was lost) get messages, so that the messages
+   waiting on each queue cover the queued jobs (ceil(n/B) per signature);
+3. the broker epoch: a random token in Redis; if it is missing, Redis lost its data and
+   every queued job is republished at once, without waiting for it to age.
+
+It runs as a thread in every worker's main process (so a farm of API + workers recovers
+on its own) and as ``python -m worker.sweeper`` for deployments that want it apart.
+Sweepers on several machines take turns through a Postgres advisory lock.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from db import jobs as jobs_db
+from db.session import session_scope
+from fresco.constants import BROKER_EPOCH_KEY
+from fresco.dispatch import batch_size, broker, publish
+from fresco.registry import Registry, get_registry
+from fresco.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: one sweep at a time across the farm ("fresco" in ASCII).
+SWEEP_LOCK = 0x66726573636F
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0
+    republished: int = 0
+    broker_reset: bool = False
+    skipped: bool = False
+
+
+class Sweeper:
+    def __init__(self, settings: Settings | None = None, registry: Registry | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.registry = registry or get_registry()
+
+    def sweep_once(self) -> SweepReport:
+        report = SweepReport()
+        with session_scope() as s:
+            if not s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCK}):
+                report.skipped = True
+                return report
+            demand, report.expired = jobs_db.expire_leases(s)
+        if report.expired:
+            log.warning("sweeper: %d expired leases returned to the queue or failed", report.expired)
+        report.republished += publish(dict(demand), registry=self.registry)
+
+        report.broker_reset = self._broker_lost_data()
+        with session_scope() as s:
+            if not s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCK}):
+                return report
+            age = 0.0 if report.broker_reset else self.settings.republish_after_s
+            queued = jobs_db.queued_demand(s, older_than_s=age)
+        report.republished += self._cover(queued, trust_queue=not report.broker_reset)
+        return report
+
+    def _broker_lost_data(self) -> bool:
+        """True once per loss: whoever recreates the epoch key republishes."""
+        created = broker().set(BROKER_EPOCH_KEY, uuid.uuid4().hex, nx=True)
+        if created:
+            log.warning("sweeper: broker epoch missing (first start, or Redis lost its data); republishing")
+        return bool(created)
+
+    def _cover(self, queued: Counter, *, trust_queue: bool) -> int:
+        """Publish what the queued jobs need beyond the messages already waiting."""
+        by_queue: dict[str, list[tuple[tuple[str, str, str], int]]] = {}
+        for key, n in queued.items():
+            by_queue.setdefault(key[0], []).append((key, n))
+        sent = 0
+        for queue, items in by_queue.items():
+            need = sum(-(-n // batch_size(self.registry, key[1])) for key, n in items)
+            waiting = broker().llen(queue) if trust_queue else 0
+            deficit = need - waiting
+            if deficit <= 0:
+                continue
+            # Largest signatures first; each message covers up to B of its jobs.
+            demand: dict[tuple[str, str, str], int] = {}
+            for key, n in sorted(items, key=lambda kv: -kv[1]):
+                if deficit <= 0:
+                    break
+                b = batch_size(self.registry, key[1])
+                units = min(deficit, -(-n // b))
+                demand[key] = units * b
+                deficit -= units
+            count = publish(demand, registry=self.registry)
+            log.warning("sweeper: queue %s had %d messages for %d units; published %d", queue, waiting, need, count)
+            sent += count
+        return sent
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        log.info("sweeper: every %.1f s (lease %.0f s)", self.settings.sweep_interval_s, self.settings.lease_s)
+        while not stop.is_set():
+            try:
+                self.sweep_once()
+            except Exception as e:  # Postgres or Redis down: try again next interval
+                log.warning("sweeper: pass failed (%s: %s)", type(e).__name__, str(e).splitlines()[0][:200])
+            stop.wait(self.settings.sweep_interval_s)
+
+
+def start_thread() -> threading.Event:
+    """Run the sweeper in a daemon thread of this process; set the event to stop it."""
+    stop = threading.Event()
+    threading.Thread(target=Sweeper().run_forever, args=(stop,), name="fresco-sweeper", daemon=True).start()
+    return stop
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    Sweeper().run_forever()
+
+
+if __name__ == "__main__":
+    main()
