@@ -1,0 +1,44 @@
+"""The API in-process (FastAPI TestClient) on the session's real Postgres and Redis."""
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+
+@pytest.fixture(scope="session")
+def app():
+    from api.main import app
+
+    return app
+
+
+def _key(tenant: str) -> str:
+    from db import tenants
+    from db.session import session_scope
+
+    with session_scope() as s:
+        return tenants.create_key(s, tenant=tenant)
+
+
+@pytest.fixture(scope="session")
+def client(app):
+    with TestClient(app, headers={"Authorization": f"Bearer {_key('api-tests')}"}) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def other_client(app):
+    with TestClient(app, headers={"Authorization": f"Bearer {_key('api-tests-other')}"}) as c:
+        yield c
+
+
+@pytest.fixture
+def row_count():
+    """Rows in the farm's job and batch tables: bad input must leave them unchanged."""
+    from db.session import session_scope
+
+    def count() -> int:
+        with session_scope() as s:
+            return s.scalar(text("SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM batches)"))
+    return count
