@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     storage_url: str = f"file://{REPO_ROOT / 'var' / 'store'}"
     s3_endpoint_url: str | None = None
+    # Endpoint that presigned result URLs name, when clients reach the object store by
+    # another address than the workers do (compose: http://minio:9000 inside, the host's
+    # address outside). Default: s3_endpoint_url.
+    s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     models: Path = REPO_ROOT / "models" / "registry.toml"
 

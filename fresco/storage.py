@@ -109,6 +109,11 @@ class S3Storage:
         config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=20,
                         signature_version="s3v4", s3={"addressing_style": "path"})
         self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config)
+        # Presigning is local computation; a second client signs for the public address.
+        self.signer = self.client
+        if settings.s3_public_endpoint_url and settings.s3_public_endpoint_url != settings.s3_endpoint_url:
+            self.signer = boto3.client("s3", endpoint_url=settings.s3_public_endpoint_url,
+                                       region_name=settings.s3_region, config=config)
 
     def _key(self, key: str) -> str:
         key = _safe_key(key)
@@ -151,7 +156,7 @@ class S3Storage:
             raise self._transient("head", key, e) from e
 
     def url(self, key: str, ttl_s: int | None = None) -> str:
-        return self.client.generate_presigned_url(
+        return self.signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
             ExpiresIn=ttl_s or self.settings.result_url_ttl_s)
 
