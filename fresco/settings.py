@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     queues: str = ""  # comma-separated; empty: every queue the registry uses
     progress_interval_s: float = 0.5
     compile: bool = False  # torch.compile the UNet on CUDA
+    channels_last: bool = False  # channels_last UNet on CUDA (slower for SD 1.5 on an H100)
     hf_cache_dir: Path | None = None  # shared hub download cache (compose volume)
     ready_file: Path | None = None  # touched once models are preloaded (k8s readiness)
 

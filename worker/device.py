@@ -1,7 +1,7 @@
 """The device a render process uses and how a pipeline is prepared for it.
 
 CUDA: the registry's half precision, SDPA attention (diffusers' default processor on
-torch 2), channels_last UNet, optional torch.compile with dynamic batch shapes so a new
+torch 2), optional channels_last UNet, optional torch.compile with dynamic batch shapes so a new
 batch size does not recompile forever. CPU: fp32, torch threads set to the cores this
 process is given (left at the default, two busy processes on two cores thrash).
 """
@@ -39,7 +39,10 @@ def prepare_pipeline(pipe: Any, device: str, settings: Settings) -> Any:
     if device == "cuda":
         unet = getattr(pipe, "unet", None)
         if unet is not None:
-            unet.to(memory_format=torch.channels_last)
+            # channels_last measured 9-25% slower for SD 1.5 fp16 on an H100 with SDPA
+            # (bench/README.md), so it is opt-in.
+            if settings.channels_last:
+                unet.to(memory_format=torch.channels_last)
             if settings.compile:
                 # dynamic=True marks the batch dimension symbolic: one graph serves
                 # every batch size instead of one recompile per size.

@@ -16,7 +16,6 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,7 +239,10 @@ class Engine:
         self._record_success(unit, lease, job, timings)
 
     def _job_timings(self, unit: Unit, job: ClaimedJob, extra: dict) -> dict:
-        t = {"queue_wait_s": (job.started_at - job.queued_at).total_seconds(), **unit.timings, **extra}
+        t = {"queue_wait_s": (job.started_at - job.queued_at).total_seconds(), **unit.timings, **extra,
+             # this render process's model-cache counters so far (loads stay 1 per model
+             # while it is warm, whatever the scheduler or noise schedule)
+             "model_loads": self.cache.stats.loads, "model_evictions": self.cache.stats.evictions}
         t["total_s"] = time.time() - job.started_at.timestamp()
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in t.items()}
 
