@@ -1,0 +1,50 @@
+"""The warm model cache on a real worker: loads counted, LRU evictions under a budget,
+results right after a reload."""
+from __future__ import annotations
+
+import textwrap
+
+import httpx
+import pytest
+
+from fresco.settings import REPO_ROOT
+
+
+def _registry(path, max_batch: int = 4):
+    entries = "".join(textwrap.dedent(f"""
+        [[models]]
+        id = "{mid}"
+        source = "{REPO_ROOT / 'models' / 'tiny-sd'}"
+        max_batch = {{ cpu = {max_batch}, cuda = {max_batch} }}
+        default_width = 32
+        default_height = 32
+        min_size = 32
+        default_steps = 2
+    """) for mid in ("model-a", "model-b"))
+    path.write_text('default = "model-a"\n' + entries)
+    return path
+
+
+@pytest.mark.parametrize("budget,expect_evictions", [(None, False), (str(10 * 1024 * 1024), True)],
+                         ids=["both-fit", "budget-for-one"])
+def test_alternating_models(farm, tmp_path, budget, expect_evictions):
+    env = {"FRESCO_MODELS": str(_registry(tmp_path / "registry.toml"))}
+    if budget:
+        env["FRESCO_CACHE_BUDGET_BYTES"] = budget  # tiny-sd weighs about 7 MB
+    farm.env.update(env)
+    farm.start(workers=1)
+    items = [{"prompt": f"p{i // 2}", "seed": i // 2, "model": ("model-a", "model-b")[i % 2]} for i in range(24)]
+    batch = farm.wait_batch(farm.submit(items)["id"], timeout=300)
+    assert batch["status"] == "succeeded"
+    jobs = farm.jobs(batch["id"])
+    loads = max(j["timings"]["model_loads"] for j in jobs)
+    evictions = max(j["timings"]["model_evictions"] for j in jobs)
+    if expect_evictions:
+        assert evictions >= 1 and loads == evictions + 1
+    else:
+        assert (loads, evictions) == (2, 0)
+    # the same weights under two ids: same prompt and seed give the same image, reload or not
+    by_key = {}
+    for j in jobs:
+        by_key.setdefault((j["spec"]["prompt"], j["spec"]["seed"]), []).append(httpx.get(j["result"]["url"]).content)
+    assert all(len(v) == 2 and v[0] == v[1] for v in by_key.values())
