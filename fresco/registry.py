@@ -37,10 +37,23 @@ OUTPUT_FORMATS = ("png", "webp", "jpeg")
 PipelineKind = Literal["text-to-image", "image-to-image", "inpainting"]
 
 
-class PerDevice(BaseModel):
+DType = Literal["float32", "float16", "bfloat16"]
+
+
+class DTypes(BaseModel):
+    """torch dtype per device: fp32 on a CPU, half precision on a GPU."""
+
     model_config = ConfigDict(extra="forbid")
-    cpu: str | int = "float32"
-    cuda: str | int = "float16"
+    cpu: DType = "float32"
+    cuda: DType = "float16"
+
+
+class BatchSizes(BaseModel):
+    """Most jobs in one pipeline call, per device (B)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu: int = Field(default=4, ge=1, le=1024)
+    cuda: int = Field(default=16, ge=1, le=1024)
 
 
 class ModelEntry(BaseModel):
@@ -55,8 +68,8 @@ class ModelEntry(BaseModel):
     # "module:Class" of a DiffusionPipeline subclass; default: diffusers' auto pipeline.
     pipeline_class: str | None = None
     kinds: list[PipelineKind] = ["text-to-image"]
-    dtype: PerDevice = PerDevice()
-    max_batch: PerDevice = PerDevice(cpu=4, cuda=16)
+    dtype: DTypes = DTypes()
+    max_batch: BatchSizes = BatchSizes()
     queue: str = DEFAULT_QUEUE
 
     default_width: int = 512
@@ -91,10 +104,10 @@ class ModelEntry(BaseModel):
         return self
 
     def batch_size(self, device: str) -> int:
-        return int(self.max_batch.cuda if device == "cuda" else self.max_batch.cpu)
+        return self.max_batch.cuda if device == "cuda" else self.max_batch.cpu
 
     def torch_dtype_name(self, device: str) -> str:
-        return str(self.dtype.cuda if device == "cuda" else self.dtype.cpu)
+        return self.dtype.cuda if device == "cuda" else self.dtype.cpu
 
     def public(self) -> dict:
         """What ``GET /v1/models`` shows: defaults and limits, not where weights live."""

@@ -40,6 +40,7 @@ def test_shipped_registry_loads_and_its_models_exist():
     ('default_scheduler = "heun"\nschedulers = ["ddim"]', "m1", "default_scheduler"),
     ('max_batch = { cpu = "four" }', "m1", "max_batch.cpu"),
     ('kinds = ["video"]', "m1", "kinds"),
+    ('dtype = { cuda = "float8" }', "m1", "dtype.cuda"),
     ('default_steps = 0', "m1", "default_steps"),
 ])
 def test_bad_entry_names_the_entry_and_field(tmp_path, extra, entry, field):
