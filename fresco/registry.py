@@ -179,8 +179,10 @@ def load_registry(path: Path | str) -> Registry:
             entries.append(ModelEntry.model_validate(item))
         except ValidationError as e:
             err = e.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "entry"
-            raise RegistryError(f"model registry {path}: model {name!r}, field {field}: {err['msg']}") from None
+            field, msg = ".".join(str(p) for p in err["loc"]), err["msg"]
+            if not field:  # a cross-field check: its message starts with the field's name
+                field, _, msg = msg.removeprefix("Value error, ").partition(": ")
+            raise RegistryError(f"model registry {path}: model {name!r}, field {field}: {msg}") from None
     ids = [e.id for e in entries]
     dupes = {i for i in ids if ids.count(i) > 1}
     if dupes:
