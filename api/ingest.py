@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.image_inputs import ImageInputs
 from db import jobs as jobs_db
 from db.jobs import Demand, NewJob
 from db.models import Batch
@@ -40,6 +41,37 @@ def _decode(line: bytes | str, where: str) -> Any:
         return json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidSpec(f"{where}: not valid JSON ({e})", field=where) from None
+    except RecursionError:  # "[[[[…" nested deeper than the parser recurses
+        raise InvalidSpec(f"{where}: JSON nested too deeply", field=where) from None
+
+
+def check_text(value: Any, where: str) -> None:
+    """Reject strings Postgres cannot store, naming where they are: a NUL character
+    (text and jsonb refuse it) or a lone UTF-16 surrogate (JSON's ``\\ud800`` escapes
+    decode to one; it has no UTF-8 encoding). Anywhere in an item or a batch's fields:
+    prompts, custom ids, metadata keys and values. Walks iteratively: nesting depth is
+    the client's choice."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            _check_string(v, path)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                _check_string(str(k), f"{path} key")
+                stack.append((f"{path}.{k}", x))
+        elif isinstance(v, (list, tuple)):
+            stack.extend((f"{path}[{i}]", x) for i, x in enumerate(v))
+
+
+def _check_string(s: str, path: str) -> None:
+    if "\x00" in s:
+        raise InvalidSpec(f"{path}: must not contain a NUL character", field=path)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSpec(f"{path}: must be valid Unicode text (a lone surrogate such as \\ud800 is not)",
+                          field=path) from None
 
 
 def parse_json_body(raw: bytes) -> tuple[dict[str, Any], list[Any]]:
@@ -81,6 +113,8 @@ def iter_jsonl(raw: bytes) -> tuple[dict[str, Any], Iterator[tuple[str, Any]]]:
 
 def validate_header(header: dict[str, Any]) -> tuple[dict[str, Any], int, str | None, dict | None]:
     """(defaults as given, priority, webhook_url, metadata)"""
+    for name, value in header.items():
+        check_text(value, name)
     defaults = header.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise InvalidSpec("defaults: must be an object of spec fields", field="defaults")
@@ -101,9 +135,11 @@ def validate_header(header: dict[str, Any]) -> tuple[dict[str, Any], int, str | 
     return defaults, priority, webhook, metadata
 
 
-def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry) -> NewJob:
+def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry,
+           images: ImageInputs | None = None) -> NewJob:
     if not isinstance(item, dict):
         raise InvalidSpec(f"{where}: must be an object with at least a prompt", field=where)
+    check_text(item, where)
     merged = {**defaults, **item}
     overrides = merged.pop("overrides", None)
     if overrides is not None:
@@ -115,6 +151,10 @@ def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry) 
     except ValidationError as e:
         raise _pydantic_error(e, f"{where}.") from None
     spec = resolve(fields, registry, where=f"{where}.")
+    if spec["kind"] != "text-to-image":
+        if images is None:
+            raise InvalidSpec(f"{where}.init_image: input images are not accepted here", field=f"{where}.init_image")
+        images.apply(spec, f"{where}.")
     return NewJob(id=uuid.uuid4(), model=spec["model"], queue=registry.get(spec["model"]).queue,
                   signature=signature(spec), spec=spec, custom_id=fields.get("custom_id"),
                   metadata=fields.get("metadata"))
@@ -122,7 +162,8 @@ def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry) 
 
 def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, Any],
                  items: Iterable[tuple[str, Any]], registry: Registry, settings: Settings,
-                 idempotency_key: str | None, request_hash: str | None) -> tuple[Batch, Demand, bool]:
+                 idempotency_key: str | None, request_hash: str | None,
+                 images: ImageInputs | None = None) -> tuple[Batch, Demand, bool]:
     """Insert the batch and its jobs; returns (batch, demand, created). With an
     Idempotency-Key seen before: the same body returns the first batch, another is a 409."""
     if idempotency_key:
@@ -147,7 +188,7 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
             count += 1
             if count > settings.max_batch_items:
                 raise PayloadTooLarge(f"items: more than {settings.max_batch_items} items in one batch")
-            yield to_job(defaults, item, where, registry)
+            yield to_job(defaults, item, where, registry, images)
 
     demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
                                max_attempts=settings.max_attempts, jobs=jobs())

@@ -22,7 +22,8 @@ MAX_METADATA_BYTES = 16 * 1024
 # Fields that change the shape of the pipeline call: jobs agreeing on all of them can
 # share one sampling call. Everything else (prompt, negative prompt, seed, format) is
 # per image.
-SIGNATURE_FIELDS = ("model", "kind", "width", "height", "steps", "scheduler", "beta_schedule", "guidance_scale")
+SIGNATURE_FIELDS = ("model", "kind", "width", "height", "steps", "scheduler", "beta_schedule", "guidance_scale",
+                    "strength")
 
 
 class SpecFields(BaseModel):
@@ -41,6 +42,9 @@ class SpecFields(BaseModel):
     beta_schedule: str | None = Field(default=None, description="Noise schedule override: linear, scaled_linear or cosine.")
     seed: int | None = Field(default=None, description="0..2^63-1; chosen and recorded when absent. Same seed + spec = same image.")
     output_format: str | None = Field(default=None, description="png (default), webp or jpeg.")
+    init_image: str | None = Field(default=None, description="Image-to-image / inpainting input: `upload:ID` from POST /v1/uploads, or base64 (PNG, JPEG, WebP).")
+    mask_image: str | None = Field(default=None, description="Inpainting mask (white = repaint), as init_image; needs init_image.")
+    strength: float | None = Field(default=None, description="Image-to-image: how far from init_image, (0, 1]; default 0.8.")
     custom_id: str | None = Field(default=None, description="Your own reference, echoed back.")
     metadata: dict[str, Any] | None = Field(default=None, description="Your own JSON object, echoed back (16 KiB at most).")
 
@@ -110,6 +114,20 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "") -> d
         seed = secrets.randbelow(2**32)  # chosen here so it is recorded with the job
     elif not 0 <= seed <= MAX_SEED:
         raise _fail(where, "seed", f"{seed} is outside 0..{MAX_SEED}")
+    init_image, mask_image, strength = fields.get("init_image"), fields.get("mask_image"), fields.get("strength")
+    kind = "inpainting" if mask_image is not None else "image-to-image" if init_image is not None else "text-to-image"
+    if mask_image is not None and init_image is None:
+        raise _fail(where, "mask_image", "needs an init_image to paint into")
+    if kind not in entry.kinds:
+        field = "mask_image" if kind == "inpainting" else "init_image"
+        raise _fail(where, field, f"model {entry.id} does not do {kind} (it does: {', '.join(entry.kinds)})")
+    if kind == "text-to-image":
+        if strength is not None:
+            raise _fail(where, "strength", "applies only with an init_image")
+    else:
+        strength = 0.8 if strength is None else float(strength)
+        if not 0.0 < strength <= 1.0:
+            raise _fail(where, "strength", f"{strength} is outside (0, 1]")
     metadata = fields.get("metadata")
     if metadata is not None:
         import json
@@ -117,9 +135,9 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "") -> d
         if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
             raise _fail(where, "metadata", f"is larger than {MAX_METADATA_BYTES} bytes as JSON")
 
-    return {
+    spec = {
         "model": entry.id,
-        "kind": "text-to-image",
+        "kind": kind,
         "prompt": prompt,
         "negative_prompt": fields.get("negative_prompt"),
         "width": width,
@@ -131,14 +149,20 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "") -> d
         "seed": seed,
         "output_format": fmt,
     }
+    if kind != "text-to-image":
+        spec.update(init_image=init_image, mask_image=mask_image, strength=strength)
+    return spec
 
 
 def signature(spec: dict[str, Any]) -> str:
     """The batch signature: jobs with equal signatures can share one pipeline call.
     Readable on purpose (it shows up in logs, Flower and the jobs table)."""
     g = f"{spec['guidance_scale']:g}"
-    return (f"{spec['model']}|{spec['kind']}|{spec['width']}x{spec['height']}|{spec['steps']}"
-            f"|{spec['scheduler']}|{spec['beta_schedule'] or '-'}|{g}")
+    sig = (f"{spec['model']}|{spec['kind']}|{spec['width']}x{spec['height']}|{spec['steps']}"
+           f"|{spec['scheduler']}|{spec['beta_schedule'] or '-'}|{g}")
+    if spec.get("strength") is not None:
+        sig += f"|s{spec['strength']:g}"
+    return sig
 
 
 def signature_work(sig: str) -> tuple[int, int, int]:

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import io
+
 import diffusers
 import numpy as np
 import torch
+from PIL import Image
 
 from fresco.registry import SCHEDULERS
 
@@ -23,6 +26,12 @@ BETA_SCHEDULE_NAMES = {"linear": "linear", "scaled_linear": "scaled_linear", "co
 
 # step callback: (step done, steps) -> True to stop the whole call
 StepCallback = Callable[[int, int], bool]
+# storage key -> image (input images of image-to-image and inpainting jobs)
+ImageLoader = Callable[[str], Image.Image]
+
+# Pipeline kinds other than text-to-image, built from the loaded pipeline with
+# ``from_pipe``: they share its weights, so a second kind costs no memory and no load.
+KIND_PIPELINES = {"image-to-image": "AutoPipelineForImage2Image", "inpainting": "AutoPipelineForInpainting"}
 
 
 def make_scheduler(name: str, base_config: dict, beta_schedule: str | None) -> Any:
@@ -34,16 +43,49 @@ def make_scheduler(name: str, base_config: dict, beta_schedule: str | None) -> A
     return getattr(diffusers, cls_name).from_config(config, **kwargs)
 
 
+def pipeline_for(pipe: Any, kind: str) -> Any:
+    if kind == "text-to-image":
+        return pipe
+    variants = pipe.__dict__.setdefault("_fresco_variants", {})
+    if kind not in variants:
+        variants[kind] = getattr(diffusers, KIND_PIPELINES[kind]).from_pipe(pipe)
+        variants[kind].set_progress_bar_config(disable=True)
+    return variants[kind]
+
+
+def storage_loader(key: str) -> Image.Image:
+    from fresco.storage import open_storage
+
+    global _storage
+    if _storage is None:
+        _storage = open_storage()
+    return Image.open(io.BytesIO(_storage.get(key)))
+
+
+_storage = None
+
+
 def generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
-def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: StepCallback | None = None) -> np.ndarray:
+def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: StepCallback | None = None,
+           load_image: ImageLoader = storage_loader) -> np.ndarray:
     """Render one image per spec (all sharing a signature) in one pipeline call.
     Returns uint8 RGB images, shape (N, H, W, 3)."""
     first = specs[0]
+    kind = first.get("kind", "text-to-image")
+    pipe = pipeline_for(pipe, kind)
     pipe.scheduler = make_scheduler(first["scheduler"], scheduler_config, first["beta_schedule"])
     steps = first["steps"]
+    size = (first["width"], first["height"])
+    # image-to-image takes its size from the (resized) input image
+    extra: dict[str, Any] = {} if kind == "image-to-image" else {"width": size[0], "height": size[1]}
+    if kind != "text-to-image":
+        extra["image"] = [load_image(s["init_image"]).convert("RGB").resize(size, Image.LANCZOS) for s in specs]
+        extra["strength"] = first["strength"]
+    if kind == "inpainting":
+        extra["mask_image"] = [load_image(s["mask_image"]).convert("L").resize(size, Image.NEAREST) for s in specs]
 
     def callback(p: Any, i: int, t: Any, kwargs: dict) -> dict:
         if on_step is not None and on_step(i + 1, steps):
@@ -56,13 +98,12 @@ def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: St
             # "" is what the pipeline uses for a missing negative prompt, so a job renders
             # the same whether or not its batch mates have negative prompts.
             negative_prompt=[s.get("negative_prompt") or "" for s in specs],
-            width=first["width"],
-            height=first["height"],
             num_inference_steps=steps,
             guidance_scale=first["guidance_scale"],
             generator=generators([s["seed"] for s in specs]),
             output_type="np",
             callback_on_step_end=callback,
+            **extra,
         )
     images = np.asarray(out.images)
     return (images * 255).round().clip(0, 255).astype(np.uint8)

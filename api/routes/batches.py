@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api import ingest
 from api.deps import RegistryDep, SessionDep, StorageDep, TenantDep
+from api.image_inputs import ImageInputs
 from api.schemas import BatchCreate, BatchPublic, JobList, batch_public, job_public
 from db import jobs as jobs_db
 from db.models import Batch
@@ -38,7 +39,8 @@ _BODY_DOC = {
 }
 
 
-def _create(raw: bytes, content_type: str, tenant: uuid.UUID, registry: Registry, key: str | None) -> tuple[dict, bool]:
+def _create(raw: bytes, content_type: str, tenant: uuid.UUID, registry: Registry, key: str | None,
+            storage: Storage) -> tuple[dict, bool]:
     settings = get_settings()
     if content_type in JSONL_TYPES:
         header, items = ingest.iter_jsonl(raw)
@@ -51,7 +53,8 @@ def _create(raw: bytes, content_type: str, tenant: uuid.UUID, registry: Registry
     digest = ingest.request_hash(raw, content_type) if key else None
     with session_scope() as s:
         batch, demand, created = ingest.create_batch(s, tenant_id=tenant, header=header, items=items, registry=registry,
-                                                     settings=settings, idempotency_key=key, request_hash=digest)
+                                                     settings=settings, idempotency_key=key, request_hash=digest,
+                                                     images=ImageInputs(storage, tenant))
         if created:
             stats = jobs_db.BatchStats({"queued": batch.total, "running": 0, "succeeded": 0, "failed": 0, "canceled": 0},
                                        0, None, None)
@@ -67,7 +70,7 @@ def _create(raw: bytes, content_type: str, tenant: uuid.UUID, registry: Registry
 
 @router.post("", status_code=202, response_model=BatchPublic, openapi_extra=_BODY_DOC,
              summary="Submit a batch of jobs (JSON or JSONL)")
-async def create_batch(request: Request, tenant: TenantDep, registry: RegistryDep,
+async def create_batch(request: Request, tenant: TenantDep, registry: RegistryDep, storage: StorageDep,
                        idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
     """`{"defaults": {spec…}, "items": [{prompt…, overrides, custom_id}], "priority"?, "webhook_url"?}`,
     or a JSONL body (one item a line). The whole batch is validated and recorded in one
@@ -75,7 +78,7 @@ async def create_batch(request: Request, tenant: TenantDep, registry: RegistryDe
     `Idempotency-Key` with the same body returns the first batch; with another body, 409."""
     raw = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    view, created = await run_in_threadpool(_create, raw, content_type, tenant, registry, idempotency_key)
+    view, created = await run_in_threadpool(_create, raw, content_type, tenant, registry, idempotency_key, storage)
     headers = {} if created else {"Idempotent-Replayed": "true"}
     return JSONResponse(BatchPublic.model_validate(view).model_dump(mode="json"), status_code=202, headers=headers)
 
@@ -103,7 +106,9 @@ def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, stora
     try:
         after = int(cursor) if cursor else 0
     except ValueError:
-        raise InvalidSpec("cursor: not a cursor this API returned", field="cursor") from None
+        after = -1
+    if not 0 <= after < 2**63:  # a job's seq is a bigint: anything else was not ours
+        raise InvalidSpec("cursor: not a cursor this API returned", field="cursor")
     page = jobs_db.page_jobs(session, batch_id=batch.id, after_seq=after, limit=limit + 1, status=state)
     more = len(page) > limit
     page = page[:limit]

@@ -6,6 +6,7 @@ import uuid
 from fastapi import APIRouter
 
 from api.deps import RegistryDep, SessionDep, StorageDep, TenantDep
+from api.image_inputs import ImageInputs
 from api.ingest import to_job
 from api.schemas import JobCreate, JobPublic, job_public
 from db import jobs as jobs_db
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def create_job(body: JobCreate, tenant: TenantDep, registry: RegistryDep, storage: StorageDep) -> dict:
     """Validate the spec against the model registry, record the job, publish it after
     commit. The seed is chosen and recorded when absent."""
-    job = to_job({}, body.model_dump(exclude_none=True), "body", registry)
+    job = to_job({}, body.model_dump(exclude_none=True), "body", registry, ImageInputs(storage, tenant))
     settings = get_settings()
     with session_scope() as s:
         demand = jobs_db.copy_jobs(s, tenant_id=tenant, batch_id=None, priority=0,
