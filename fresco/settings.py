@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     queues: str = ""  # comma-separated; empty: every queue the registry uses
     progress_interval_s: float = 0.5
     compile: bool = False  # torch.compile the UNet on CUDA
+    # Pad every pipeline call to the model's batch size, so a seed gives bit-identical
+    # pixels alone or in any batch. Default: on for CPU (where determinism is promised
+    # exactly), off for CUDA (where fp16 kernels differ by 1/255 anyway; bench/README.md).
+    pad_batches: bool | None = None
     channels_last: bool = False  # channels_last UNet on CUDA (slower for SD 1.5 on an H100)
     hf_cache_dir: Path | None = None  # shared hub download cache (compose volume)
     ready_file: Path | None = None  # touched once models are preloaded (k8s readiness)
