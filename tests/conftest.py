@@ -30,6 +30,8 @@ os.environ.update({
     "FRESCO_URL_SECRET": f"test-secret-{RUN_ID}",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # moto's S3 server takes any credentials; boto3 only needs some to sign with
+    "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
 })
 sys.path.insert(0, str(ROOT / "tests"))
 

@@ -35,7 +35,7 @@ def test_single_jobs_from_different_tenants_share_one_call(farm):
 def test_progress_queue_position_and_cancel_inside_a_running_batch(farm):
     farm.start(workers=1, FRESCO_PROGRESS_INTERVAL_S="0.1")
     items = [{"prompt": f"slow {i}", "seed": i, "custom_id": str(i)} for i in range(6)]
-    batch = farm.submit(items, defaults={"steps": 100, "width": 64, "height": 64})
+    batch = farm.submit(items, defaults={"model": "tiny-sd", "steps": 100, "width": 64, "height": 64})
     jobs = farm.jobs(batch["id"])
     first_four, last_two = jobs[:4], jobs[4:]
 
