@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
@@ -49,6 +50,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    # The batch ingest streams rows with COPY on the driver connection: a Postgres that
+    # goes away mid-COPY raises psycopg's own errors, not SQLAlchemy's wrappers.
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
     async def _db_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
         return error_response(503, "service_unavailable", "the database is unavailable; retry later",

@@ -12,6 +12,7 @@ pipelined round trip. The envelope is kombu's own (``prepare_message``), so a st
 """
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -82,18 +83,23 @@ def time_limits(sig: str, batch: int, settings: Settings) -> tuple[float, float]
 def _envelope(app: Celery, queue: str, model: str, sig: str, soft: float, hard: float) -> dict:
     """One message as Celery (protocol 2) and kombu's Redis transport would write it,
     sent to the default exchange: routed by queue name, so it survives a Redis that lost
-    kombu's binding keys (FLUSHALL)."""
+    kombu's binding keys (FLUSHALL).
+
+    Built without a broker connection: kombu's ``channel.prepare_message`` needs a live
+    channel, and opening one against a Redis that is down retries for seconds, so the
+    API's publish after commit (which must fail fast and quietly) would hang. The fields
+    are kombu's virtual transport's (``Channel.prepare_message`` and
+    ``_inplace_augment_message``, body_encoding base64, priority 0)."""
     task_id = str(uuid.uuid4())
     headers, properties, body, _ = app.amqp.as_task_v2(
         task_id, RENDER_TASK, kwargs={"model": model, "signature": sig},
         time_limit=hard, soft_time_limit=soft, ignore_result=True)
     content_type, encoding, payload = dumps(body, serializer="json")
-    properties = dict(properties, delivery_mode=2)
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        message = channel.prepare_message(payload, 0, content_type, encoding, headers, properties)
-        channel._inplace_augment_message(message, "", queue)
-    return message
+    raw = payload.encode("utf-8") if isinstance(payload, str) else payload
+    properties = dict(properties, delivery_mode=2, priority=0, body_encoding="base64",
+                      delivery_tag=str(uuid.uuid4()), delivery_info={"exchange": "", "routing_key": queue})
+    return {"body": base64.b64encode(raw).decode("ascii"), "content-encoding": encoding,
+            "content-type": content_type, "headers": headers, "properties": properties}
 
 
 # Placeholders substituted per copy: every message gets its own task id and delivery tag.

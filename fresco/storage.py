@@ -39,7 +39,9 @@ def verify(secret: bytes, key: str, expires: int, signature: str, now: float | N
     """True if the signature is ours for this key and has not expired."""
     if expires < (now if now is not None else time.time()):
         return False
-    return hmac.compare_digest(sign(secret, key, expires), signature)
+    # compare_digest refuses str with non-ASCII characters (TypeError): a forged URL
+    # may carry anything, so compare bytes.
+    return hmac.compare_digest(sign(secret, key, expires).encode(), signature.encode("utf-8", "surrogatepass"))
 
 
 def _safe_key(key: str) -> str:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TRANSIENT = (TransientError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+             psycopg.OperationalError, psycopg.InterfaceError,
              redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
 MAX_BACKOFF_S = 8.0
 
