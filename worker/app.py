@@ -14,6 +14,10 @@ from fresco.dispatch import broker_options
 from fresco.registry import get_registry
 from fresco.settings import get_settings
 
+# How long a new render process may take to start (imports, model preload) before
+# Celery kills it as hung and forks another.
+PROC_ALIVE_TIMEOUT_S = 600.0
+
 settings = get_settings()
 queues = settings.queue_list or get_registry().queues() or [DEFAULT_QUEUE]
 
@@ -35,13 +39,21 @@ app.conf.update(
     worker_pool="prefork",
     # The render child is long-lived: it holds the warm model cache.
     worker_max_tasks_per_child=None,
+    # A render child replaced after a crash (an OOM kill, a poison prompt) imports torch
+    # and preloads its models in worker_process_init before it reports UP. Celery's
+    # default 4 s kills every replacement before it is up, forever; a model load from
+    # object storage on a cold node takes minutes.
+    worker_proc_alive_timeout=PROC_ALIVE_TIMEOUT_S,
     # A Redis restart must not kill a running render: its outcome is recorded in
     # Postgres under a fenced lease, and a redelivered message claims nothing.
     worker_cancel_long_running_tasks_on_connection_loss=False,
-    # Soft shutdown: on SIGTERM, running work gets this long to finish before the
-    # worker hands back what it holds (see signals.py) and exits.
+    # Shutdown: SIGTERM is Celery's warm shutdown, which waits for the running task
+    # without a limit; the render child enforces FRESCO_SHUTDOWN_GRACE_S itself (finish
+    # within it, else hand the jobs back at once: signals.py). The soft shutdown below
+    # only bounds a cold shutdown (SIGQUIT) before Celery cancels the task, and an idle
+    # worker has nothing to wait for.
     worker_soft_shutdown_timeout=settings.shutdown_grace_s,
-    worker_enable_soft_shutdown_on_idle=True,
+    worker_enable_soft_shutdown_on_idle=False,
     worker_send_task_events=True,
     task_send_sent_event=False,
     task_queues=[Queue(q, routing_key=q) for q in queues],

@@ -7,7 +7,17 @@ Failure policy (DESIGN.md, "Delivery"):
 - out of memory halves the group and tries again, down to one image;
 - any other exception in a group of several re-renders each job alone, so one poison
   prompt fails alone with its reason and its batch mates go on;
+- a prompt that kills the render process itself (a segfault, an OOM kill) cannot be
+  caught: its whole call is lost and comes back by lease expiry. So a job on its second
+  or later attempt is rendered alone, after the unit's fresh jobs are stored, and a unit
+  holds at most one such job: a poison job then dies alone until its attempts are spent
+  (failed, worker_lost) and its batch mates succeed;
 - a model that cannot load fails its jobs with the reason, once, and the worker lives.
+
+Shutdown (SIGTERM, see signals.py): the render process drains. It finishes the unit if
+the measured step rate says it will be done within FRESCO_SHUTDOWN_GRACE_S, and otherwise
+hands its jobs back to the queue at the next step boundary (attempt not counted), so
+another worker starts them in seconds instead of after a lease expiry.
 """
 from __future__ import annotations
 
@@ -32,7 +42,7 @@ from fresco.settings import Settings, get_settings
 from fresco.storage import Storage, open_storage
 from worker import sampler
 from worker.encoding import encode
-from worker.lease import Lease
+from worker.lease import Lease, must_hand_back
 from worker.model_cache import ModelCache
 from worker.retries import TRANSIENT, with_retries
 
@@ -66,8 +76,30 @@ class Engine:
         self.storage = storage
         self.cache = cache
         self.device = device
-        self.busy = False
+        self.busy = False  # inside run_unit (claiming, rendering or recording)
+        # Exact same-seed images at any batch position: pad calls to one shape (CPU default).
+        self.pad_batches = settings.pad_batches if settings.pad_batches is not None else device == "cpu"
+        self.handing_back = False
+        # Set (time.monotonic) when the worker is asked to shut down mid-unit: the unit
+        # must be done or handed back by then.
+        self.drain_deadline: float | None = None
         self.rendered = 0
+
+    # --- shutdown ----------------------------------------------------------------------
+
+    def request_drain(self) -> bool:
+        """Called from the SIGTERM handler. Returns True when a drain starts now (the
+        engine is busy and was not draining yet). Signal-safe: no I/O, no logging."""
+        if not self.busy or self.drain_deadline is not None:
+            return False
+        self.drain_deadline = time.monotonic() + self.settings.shutdown_grace_s
+        return True
+
+    def _check_drain(self, what: str) -> None:
+        """Between phases of a unit: hand back if the grace period is over."""
+        if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
+            log.warning("shutdown grace period over before %s; handing the unit back", what)
+            raise ShutdownRequested()
 
     # --- claiming ----------------------------------------------------------------------
 
@@ -114,22 +146,59 @@ class Engine:
     # --- the task ----------------------------------------------------------------------
 
     def run_unit(self, *, model: str, signature: str, task: Any = None) -> dict:
-        unit = self.claim_unit(model, signature)
-        if unit is None:
-            return {"claimed": 0}
-        log.info("unit %s: claimed %d jobs (%s)", unit.token, len(unit.jobs), unit.signature)
+        # Busy from the claim on: a SIGTERM during the claim starts a drain instead of
+        # exiting with claimed rows nobody renders until their lease expires.
         self.busy = True
+        unit: Unit | None = None
         try:
+            unit = self.claim_unit(model, signature)
+            if unit is None:
+                return {"claimed": 0}
+            unit = self._isolate_retries(unit)
+            log.info("unit %s: claimed %d jobs (%s)", unit.token, len(unit.jobs), unit.signature)
+            self._check_drain("rendering")
             with Lease([j.id for j in unit.jobs], unit.token, self.settings) as lease:
                 self._process(unit, lease, task)
         except ShutdownRequested:
-            self._hand_back(unit)
-            raise
+            # The task itself ends normally: its message is acknowledged, the jobs are
+            # queued again with fresh messages, and the worker's warm shutdown goes on.
+            self.handing_back = True
+            if unit is None:
+                return {"claimed": 0}
+            return {"claimed": len(unit.jobs), "handed_back": self._hand_back(unit)}
         except SoftTimeLimitExceeded:
+            if unit is None:
+                raise
             self._fail_open(unit, "deadline_exceeded", "the render exceeded its time limit", retry=True)
         finally:
             self.busy = False
+            self.handing_back = False
+            self.drain_deadline = None
         return {"claimed": len(unit.jobs)}
+
+    def _isolate_retries(self, unit: Unit) -> Unit:
+        """A job on its second or later attempt may be what killed its render process
+        last time. Keep at most one such job in a unit (it renders last and alone, see
+        _process); the others go back to the queue, attempt not counted, for units of
+        their own."""
+        retried = [j for j in unit.jobs if j.attempts > 1]
+        if len(retried) <= 1:
+            return unit
+        extra = retried[1:]
+
+        def go() -> jobs_db.Demand:
+            with session_scope() as s:
+                return jobs_db.release(s, ids=[j.id for j in extra], token=unit.token)
+        try:
+            demand = with_retries(go, what="release retried jobs", settings=self.settings)
+        except TRANSIENT as e:  # keep them then: rendered alone one by one, as before
+            log.warning("unit %s: could not release retried jobs (%s); rendering them here", unit.token, e)
+            return unit
+        publish(dict(demand), registry=self.registry)
+        log.info("unit %s: %d retried jobs given back to render alone", unit.token, len(extra))
+        released = {j.id for j in extra}
+        unit.jobs = [j for j in unit.jobs if j.id not in released]
+        return unit
 
     def _process(self, unit: Unit, lease: Lease, task: Any) -> None:
         todo = self._reuse_stored(unit, lease)
@@ -143,19 +212,33 @@ class Engine:
                 self._finish_failure(unit, lease, job, e.type, e.message, retry=False)
             return
         unit.timings["load_s"] = time.perf_counter() - t0
-        self._render_group(unit, lease, task, pipe, scheduler_config, todo)
+        # Fresh jobs share a call; a retried job (which may be what crashed the process
+        # last time) renders alone after them, so a crash loses only it.
+        fresh = [j for j in todo if j.attempts <= 1]
+        retried = [j for j in todo if j.attempts > 1]
+        if fresh:
+            self._render_group(unit, lease, task, pipe, scheduler_config, fresh)
+        for job in retried:
+            self._render_group(unit, lease, task, pipe, scheduler_config, [job])
 
     def _reuse_stored(self, unit: Unit, lease: Lease) -> list[ClaimedJob]:
         """A retried job whose object already exists (its earlier attempt uploaded but
         could not record it) is recorded, not rendered again: keys are deterministic."""
         todo = []
         for job in unit.jobs:
-            if job.attempts > 1 and with_retries(lambda: self.storage.exists(result_key(job)),
-                                                 what="exists", settings=self.settings):
-                log.info("job %s: object already stored by an earlier attempt; recording it", job.id)
-                self._record_success(unit, lease, job, {"reused_s": 0.0})
-            else:
-                todo.append(job)
+            if job.attempts > 1:
+                try:
+                    stored = with_retries(lambda: self.storage.exists(result_key(job)), what="exists",
+                                          settings=self.settings)
+                except TRANSIENT as e:  # storage down: this attempt ends as a storage error
+                    self._finish_failure(unit, lease, job, "storage_error",
+                                         f"checking for the stored image failed: {e}", retry=True)
+                    continue
+                if stored:
+                    log.info("job %s: object already stored by an earlier attempt; recording it", job.id)
+                    self._record_success(unit, lease, job, {"reused_s": 0.0})
+                    continue
+            todo.append(job)
         return todo
 
     def _render_group(self, unit: Unit, lease: Lease, task: Any, pipe: Any, scheduler_config: dict,
@@ -163,10 +246,12 @@ class Engine:
         group = [j for j in group if j.id in set(lease.live())]
         if not group:
             return
+        self._check_drain("the next call")
         t0 = time.perf_counter()
         try:
             pixels = sampler.render(pipe, scheduler_config, [j.spec for j in group],
-                                    on_step=self._step_callback(lease, task, group))
+                                    on_step=self._step_callback(lease, task, group),
+                                    pad_to=unit.entry.batch_size(self.device) if self.pad_batches else None)
         except (ShutdownRequested, SoftTimeLimitExceeded):
             raise
         except Exception as e:
@@ -188,6 +273,10 @@ class Engine:
             return
         sampling_s = time.perf_counter() - t0
         self.rendered += len(group)
+        try:  # a cancel that came during the last steps: do not store what nobody wants
+            lease.touch()
+        except Exception as e:  # best effort: the cancel flag is checked again next unit
+            log.warning("cancel check failed: %s", type(e).__name__)
         live = set(lease.live())
         for job, image in zip(group, pixels):
             if job.id not in live:  # canceled or lost meanwhile: its image is discarded
@@ -197,23 +286,23 @@ class Engine:
     def _step_callback(self, lease: Lease, task: Any, group: list[ClaimedJob]):
         ids = {j.id for j in group}
         last = [0.0]
+        started = time.monotonic()
 
         def on_step(step: int, steps: int) -> bool:
             now = time.monotonic()
+            if self.drain_deadline is not None and must_hand_back(
+                    now=now, deadline=self.drain_deadline, step=step, steps=steps, elapsed=now - started):
+                log.warning("shutting down: %d of %d steps done, the rest would overrun the grace period; "
+                            "handing the unit back", step, steps)
+                raise ShutdownRequested()
             if now - last[0] < self.settings.progress_interval_s and step < steps:
                 return False
             last[0] = now
             try:
-                newly = lease.touch(step=step)
+                lease.touch(step=step)  # records progress; ends canceled jobs
             except Exception as e:  # progress is best effort; the lease thread retries
                 log.warning("progress update failed: %s", type(e).__name__)
                 return False
-            if newly:
-                with session_scope() as s:
-                    jobs_db.mark_canceled(s, ids=list(newly), token=lease.token)
-                for job_id in newly:
-                    lease.done(job_id)
-                log.info("jobs %s canceled at step %d of %d", sorted(map(str, newly)), step, steps)
             if task is not None:
                 try:
                     task.send_event("task-progress", step=step, steps=steps, jobs=len(ids))
@@ -289,15 +378,20 @@ class Engine:
             for job in unit.jobs:
                 self._finish_failure(unit, lease, job, error_type, message, retry=retry)
 
-    def _hand_back(self, unit: Unit) -> None:
-        """Shutting down: put what we hold back in the queue now, attempt not counted."""
+    def _hand_back(self, unit: Unit) -> int:
+        """Shutting down: put what we hold back in the queue now, attempt not counted.
+        Only rows still running under this unit's token change (fenced), so jobs already
+        recorded stay as they are. Returns how many went back."""
         try:
             with session_scope() as s:
                 demand = jobs_db.release(s, ids=[j.id for j in unit.jobs], token=unit.token)
             publish(dict(demand), registry=self.registry)
-            log.info("unit %s: handed %d jobs back on shutdown", unit.token, sum(demand.values()))
+            n = sum(demand.values())
+            log.info("unit %s: handed %d jobs back on shutdown", unit.token, n)
+            return n
         except Exception as e:  # the lease expiry still brings them back
             log.error("unit %s: hand back failed (%s); leases will expire", unit.token, e)
+            return 0
 
     def _free_memory(self) -> None:
         if self.device == "cuda":

@@ -1,5 +1,6 @@
 """A claimed unit's lease: a heartbeat thread that extends it while the unit renders,
-and the step-boundary check that also records progress and picks up cancels."""
+the step-boundary check that also records progress and picks up cancels, and the rule
+for giving a unit back when the worker shuts down mid-render."""
 from __future__ import annotations
 
 import logging
@@ -43,23 +44,29 @@ class Lease:
             return [j for j in self.active if j not in self.canceled and j not in self.lost]
 
     def touch(self, step: int | None = None) -> set[uuid.UUID]:
-        """Extend the lease (and record progress); returns the newly canceled jobs."""
+        """Extend the lease (and record progress); a job whose cancel was requested ends
+        ``canceled`` here, whichever caller (heartbeat thread or step callback) sees the
+        flag first. Returns the newly canceled jobs."""
         with self._lock:
             ids = list(self.active - self.lost)
         if not ids:
             return set()
         with session_scope() as s:
             flags = jobs_db.heartbeat(s, ids=ids, token=self.token, lease_s=self.settings.lease_s, step=step)
-        newly: set[uuid.UUID] = set()
+            newly = {j for j in ids if flags.get(j)}
+            if newly:
+                jobs_db.mark_canceled(s, ids=list(newly), token=self.token)
         with self._lock:
             for job_id in ids:
                 if job_id not in flags:
                     if job_id not in self.lost:
                         log.warning("job %s: lease lost; its result will be discarded", job_id)
                     self.lost.add(job_id)
-                elif flags[job_id] and job_id not in self.canceled:
-                    self.canceled.add(job_id)
-                    newly.add(job_id)
+            newly -= self.canceled
+            self.canceled |= newly
+            self.active -= newly
+        if newly:
+            log.info("jobs %s canceled%s", sorted(map(str, newly)), "" if step is None else f" at step {step}")
         return newly
 
     def _beat(self) -> None:
@@ -68,3 +75,14 @@ class Lease:
                 self.touch()
             except Exception as e:  # a missed beat is fine; the lease outlives several
                 log.warning("heartbeat failed: %s: %s", type(e).__name__, str(e).splitlines()[0][:200])
+
+
+def must_hand_back(*, now: float, deadline: float, step: int, steps: int, elapsed: float) -> bool:
+    """Draining: give the unit back now rather than finish it? Yes once the deadline has
+    passed, or when the steps left, at the rate measured so far in this call, would
+    overrun it (finishing costs the whole grace period for nothing)."""
+    if now >= deadline:
+        return True
+    if step <= 0:
+        return False
+    return now + (steps - step) * elapsed / step > deadline

@@ -5,35 +5,78 @@ and stop.
   never initialised before a fork.
 - child (``worker_process_init``): drops connections inherited from the parent, builds
   the engine (torch threads, device), preloads the models named in FRESCO_PRELOAD, then
-  touches FRESCO_READY_FILE for a readiness probe; on SIGTERM mid-render it hands its
-  jobs back to the queue instead of leaving them to a lease expiry.
+  touches FRESCO_READY_FILE for a readiness probe.
+
+Shutdown. Celery 5.7 answers SIGTERM with a *warm* shutdown: it stops consuming and waits
+for the running task, without a limit (``worker_soft_shutdown_timeout`` only applies to
+a cold shutdown, SIGQUIT, or with REMAP_SIGTERM=SIGQUIT), and it does not tell the render
+child. So the grace period is enforced by the child itself:
+
+- the parent forwards SIGTERM to its pool processes (Kubernetes and ``docker stop``
+  signal only PID 1; ``kill -TERM -<pgid>`` or systemd reach the child directly too);
+- an idle child exits at once; a busy one drains (engine.request_drain): it finishes its
+  unit if the step rate says it will within FRESCO_SHUTDOWN_GRACE_S, otherwise it hands
+  the jobs back to the queue at the next step boundary (attempt not counted, fresh
+  messages published) and the task ends normally, so the warm shutdown completes in
+  seconds and another worker takes the jobs at once;
+- a SIGALRM shortly after the deadline hands back a unit that is not sampling (a long
+  model load, say); a further SIGTERM after the deadline (Celery's cold-shutdown
+  cancel) hands back at once.
+
+The child's handlers are installed before each task (task_prerun): billiard replaces
+SIGTERM's handler with its own right after worker_process_init, so one installed there
+never runs (the child just exited, and its jobs waited for a lease expiry).
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import time
+from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from billiard.process import current_process
+from celery.signals import task_prerun, worker_process_init, worker_ready, worker_shutting_down
 
 from fresco.settings import get_settings
 
 log = logging.getLogger(__name__)
 _sweeper_stop = None
+_consumer: Any = None  # the parent's Celery consumer: its pool lists the render processes
+
+# After the grace period, how long a unit that is not at a step boundary gets before
+# SIGALRM interrupts it wherever it is.
+BACKSTOP_S = 1.0
 
 
 @worker_ready.connect
-def _start_sweeper(**_: object) -> None:
-    global _sweeper_stop
+def _start_sweeper(sender: Any = None, **_: object) -> None:
+    global _sweeper_stop, _consumer
+    _consumer = sender
     if get_settings().embedded_sweeper:
         from worker.sweeper import start_thread
 
         _sweeper_stop = start_thread()
 
 
+def pool_pids(consumer: Any) -> list[int]:
+    """Pids of the consumer's pool processes (prefork), or none."""
+    try:
+        return [p.pid for p in consumer.pool._pool._pool if p.pid]
+    except AttributeError:  # not a prefork pool, or not started
+        return []
+
+
 @worker_shutting_down.connect
-def _stop_sweeper(**_: object) -> None:
+def _on_shutdown(**_: object) -> None:
+    # Runs in the parent's signal handler: no logging, just flags and signals.
     if _sweeper_stop is not None:
         _sweeper_stop.set()
+    for pid in pool_pids(_consumer):
+        try:
+            os.kill(pid, signal.SIGTERM)  # the child drains: see the module docstring
+        except OSError:  # already gone
+            pass
 
 
 @worker_process_init.connect
@@ -41,7 +84,7 @@ def _init_render_process(**_: object) -> None:
     from db.session import reset_engine
 
     reset_engine()
-    from worker.engine import ShutdownRequested, get_engine
+    from worker.engine import get_engine
 
     engine = get_engine()
     settings = get_settings()
@@ -57,9 +100,48 @@ def _init_render_process(**_: object) -> None:
     if settings.ready_file:
         settings.ready_file.touch()
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        if engine.busy:
-            raise ShutdownRequested()
-        raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+# --- the render child's shutdown handlers ------------------------------------------------
+#
+# Installed before each task, not in worker_process_init: billiard replaces SIGTERM's
+# handler with its own (exit at once) right after the process initializer runs, so a
+# handler installed there never sees a signal.
+
+_previous_sigterm: Any = None  # billiard's own handler: what an idle child does
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    from worker.engine import ShutdownRequested, get_engine  # already imported: no I/O
+
+    engine = get_engine()
+    if not engine.busy:
+        if callable(_previous_sigterm):
+            _previous_sigterm(signum, frame)
+        raise SystemExit(0)
+    if engine.request_drain():
+        # The step callback decides at each step; this alarm catches a unit that is
+        # between steps (loading a model, uploading) when the grace period ends.
+        signal.setitimer(signal.ITIMER_REAL, engine.settings.shutdown_grace_s + BACKSTOP_S)
+    elif (engine.drain_deadline is not None and time.monotonic() >= engine.drain_deadline
+          and not engine.handing_back):
+        raise ShutdownRequested()  # asked again after the grace period: now
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    from worker.engine import ShutdownRequested, get_engine
+
+    engine = get_engine()
+    if engine.busy and engine.drain_deadline is not None and not engine.handing_back:
+        raise ShutdownRequested()
+
+
+@task_prerun.connect
+def _install_drain_handlers(**_: object) -> None:
+    global _previous_sigterm
+    if current_process().name == "MainProcess":  # a solo/threads pool: Celery's handlers stay
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not _on_sigterm:
+        _previous_sigterm = current
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGALRM, _on_alarm)

@@ -67,7 +67,7 @@ def test_progress_queue_position_and_cancel_inside_a_running_batch(farm):
 
 def test_scheduler_and_noise_schedule_change_the_image_without_a_reload(farm):
     farm.start(workers=1)
-    base = {"prompt": "a cat", "seed": 42, "steps": 6, "width": 32, "height": 32}
+    base = {"model": "tiny-sd", "prompt": "a cat", "seed": 42, "steps": 6, "width": 32, "height": 32}
     results = {}
     for variant in ({"scheduler": "ddim"}, {"scheduler": "euler_a"}, {"scheduler": "dpmpp_2m"},
                     {"scheduler": "ddim", "beta_schedule": "linear"}):

@@ -1,0 +1,497 @@
+"""Worker-side faults, injected for real (issue 5): workers and render processes killed,
+a poison prompt that kills its render process, a task outliving the broker's
+visibility timeout, SIGTERM mid-job, and a 5,000-job batch canceled mid-flight.
+
+Every scenario runs the farm as processes (API, Celery workers, the embedded sweeper) on
+the session's real Postgres and Redis, and asserts what a user relies on: every job ends
+exactly once (one terminal state; one "succeeded" record per succeeded job across all
+worker logs), exactly one stored object per succeeded job and none for the others, and a
+bounded time to recover, which each test prints (run with -s to see the figures).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from farm import Farm, Proc, wait_until
+from db.session import session_scope
+from fresco.dispatch import time_limits
+from fresco.settings import REPO_ROOT, Settings
+from fresco.spec import signature_work
+from worker.lease import must_hand_back
+
+HERE = Path(__file__).resolve().parent
+QUEUE = "fresco.render"
+B = 4  # the test model's batch size (use_registry)
+LEASE_S, SWEEP_S = 5.0, 1.0
+# Short leases and a fast sweeper, so that a lost worker costs seconds (docs: tests rules).
+FAST = {"FRESCO_LEASE_S": str(LEASE_S), "FRESCO_HEARTBEAT_S": "1", "FRESCO_SWEEP_INTERVAL_S": str(SWEEP_S),
+        "FRESCO_REPUBLISH_AFTER_S": "2", "FRESCO_TORCH_THREADS": "1", "FRESCO_PROGRESS_INTERVAL_S": "0.2"}
+TINY = {"width": 32, "height": 32}
+SUCCESS_LINE = re.compile(r"job ([0-9a-f-]{36}) succeeded")
+LOST_LINE = re.compile(r"job ([0-9a-f-]{36}): lease lost before recording")
+
+
+def report(scenario: str, **figures: object) -> None:
+    print(f"\n[{scenario}] " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in figures.items()))
+
+
+# --- looking at the farm from outside ---------------------------------------------------
+
+def job_rows(batch_id: str) -> list[dict]:
+    """The batch's jobs as Postgres holds them (lease owner included, which the API hides)."""
+    with session_scope() as s:
+        rows = s.execute(text(
+            "SELECT id::text, seq, status, attempts, max_attempts, lease_owner, started_at, finished_at, "
+            "error_type, error_message, progress_step, result_key, spec->>'prompt' AS prompt "
+            "FROM jobs WHERE batch_id = :b ORDER BY seq"), {"b": batch_id}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def db_now() -> float:
+    with session_scope() as s:
+        return s.scalar(text("SELECT extract(epoch FROM clock_timestamp())"))
+
+
+def owner_pid(row: dict) -> int | None:
+    """The render process holding a job: its lease token is host:pid:random."""
+    return int(row["lease_owner"].split(":")[1]) if row.get("lease_owner") else None
+
+
+def children(pid: int) -> set[int]:
+    """Pids whose parent is ``pid`` (a Celery main process's render children), from /proc."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def stored_objects(batch_id: str) -> Counter:
+    """Objects under the file store's <tenant>/<batch>/ prefix, counted per job id
+    (temporary .part- files of a killed upload are not objects)."""
+    root = Path(os.environ["FRESCO_STORAGE_URL"].removeprefix("file://"))
+    return Counter(p.name.split(".")[0] for p in root.glob(f"*/{batch_id}/*") if not p.name.startswith(".part-"))
+
+
+def logged(farm: Farm, pattern: re.Pattern) -> Counter:
+    found: Counter = Counter()
+    for name, proc in farm.procs.items():
+        if name != "api" and proc.log.exists():
+            found.update(pattern.findall(proc.log.read_text()))
+    return found
+
+
+def assert_each_job_ended_once(farm: Farm, batch_id: str, unlogged: int = 0) -> list[dict]:
+    """Every job terminal, one success record per succeeded job and none for the rest,
+    and one stored object per succeeded job, none for the rest. ``unlogged``: how many
+    success records a SIGKILLed process may have committed without its log line."""
+    rows = job_rows(batch_id)
+    assert rows and all(r["status"] in ("succeeded", "failed", "canceled") for r in rows), \
+        Counter(r["status"] for r in rows)
+    succeeded = {r["id"] for r in rows if r["status"] == "succeeded"}
+    successes = logged(farm, SUCCESS_LINE)
+    batch_ids = {r["id"] for r in rows}
+    recorded = {j: n for j, n in successes.items() if j in batch_ids}
+    assert set(recorded) <= succeeded and all(n == 1 for n in recorded.values()), \
+        "a job was recorded succeeded twice, or succeeded and then ended otherwise"
+    assert len(succeeded - set(recorded)) <= unlogged, "a job succeeded without a worker recording it"
+    assert not set(logged(farm, LOST_LINE)) & batch_ids, "a render finished after its lease was lost"
+    objects = stored_objects(batch_id)
+    assert set(objects) == succeeded and all(n == 1 for n in objects.values())
+    for r in rows:
+        assert (r["result_key"] is not None) == (r["status"] == "succeeded")
+        assert r["lease_owner"] is None
+    return rows
+
+
+def use_registry(farm: Farm, tmp_path: Path, pipeline_class: str | None = None) -> None:
+    """A registry of the test's own (whatever the repository's default model is): tiny-sd,
+    B = 4, optionally served by a test pipeline class."""
+    path = tmp_path / "registry.toml"
+    path.write_text(textwrap.dedent(f"""
+        default = "tiny-sd"
+        [[models]]
+        id = "tiny-sd"
+        source = "{REPO_ROOT / 'models' / 'tiny-sd'}"
+        {f'pipeline_class = "{pipeline_class}"' if pipeline_class else ""}
+        max_batch = {{ cpu = {B}, cuda = {B} }}
+        queue = "{QUEUE}"
+        default_width = 64
+        default_height = 64
+        min_size = 32
+        max_width = 256
+        max_height = 256
+        default_steps = 4
+        max_steps = 200
+    """))
+    farm.env["FRESCO_MODELS"] = str(path)
+
+
+def use_poison_pipeline(farm: Farm, tmp_path: Path) -> Path:
+    """Serve tiny-sd through the fault-injecting test pipeline; returns its render trace."""
+    use_registry(farm, tmp_path, "poison_pipeline:PoisonPipeline")
+    trace = tmp_path / "trace.jsonl"
+    farm.env.update({"FRESCO_TEST_TRACE": str(trace),
+                     "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(HERE), farm.env.get("PYTHONPATH", "")])})
+    return trace
+
+
+def renders(trace: Path) -> list[dict]:
+    """(pid, prompts, start, end or None) of every pipeline call, from the trace."""
+    calls: dict[tuple, dict] = {}
+    out = []
+    for line in trace.read_text().splitlines() if trace.exists() else []:
+        rec = json.loads(line)
+        key = (rec["pid"], tuple(rec["prompts"]))
+        if rec["event"] == "start":
+            calls[key] = {"pid": rec["pid"], "prompts": rec["prompts"], "start": rec["t"], "end": None}
+            out.append(calls[key])
+        elif key in calls:
+            calls[key]["end"] = rec["t"]
+    return out
+
+
+def wait_requeued(batch_id: str, ids: set[str], dead_pid: int, since: float) -> float:
+    """Seconds from ``since`` until none of ``ids`` is still held by the dead process."""
+    wait_until(lambda: not any(owner_pid(r) == dead_pid for r in job_rows(batch_id) if r["id"] in ids),
+               60, "the dead process's jobs to leave its lease", interval=0.05)
+    return time.monotonic() - since
+
+
+def worker_holding(farm: Farm, rows: list[dict]) -> tuple[Proc, int] | None:
+    """The worker (and its render child's pid) whose child holds one of these running jobs."""
+    for row in rows:
+        pid = owner_pid(row) if row["status"] == "running" else None
+        if pid is None:
+            continue
+        for proc in farm.procs.values():
+            if proc.name != "api" and proc.alive() and pid in children(proc.popen.pid):
+                return proc, pid
+    return None
+
+
+# --- unit-level checks (no processes) -----------------------------------------------------
+
+def test_time_limits_scale_with_steps_pixels_and_batch():
+    settings = Settings(deadline_base_s=100, deadline_per_megapixel_step_s=2.0)
+    sig = "m|text-to-image|{w}x{h}|{steps}|ddim|-|7.5"
+    soft, hard = time_limits(sig.format(w=512, h=512, steps=25), 4, settings)
+    assert soft == pytest.approx(100 + 2.0 * 0.262144 * 25 * 4) and hard > soft
+    base = soft - 100
+    for w, h, steps, b, factor in ((1024, 512, 25, 4, 2), (512, 512, 50, 4, 2), (512, 512, 25, 8, 2),
+                                   (1024, 1024, 50, 8, 16)):
+        s, _ = time_limits(sig.format(w=w, h=h, steps=steps), b, settings)
+        assert s - 100 == pytest.approx(base * factor)
+    assert signature_work(sig.format(w=64, h=32, steps=7)) == (64, 32, 7)
+
+
+def test_draining_hands_back_only_what_cannot_finish_in_time():
+    # 10 of 100 steps in 1 s: 9 s left. A 30 s grace finishes; a 5 s grace hands back.
+    assert not must_hand_back(now=1.0, deadline=30.0, step=10, steps=100, elapsed=1.0)
+    assert must_hand_back(now=1.0, deadline=5.0, step=10, steps=100, elapsed=1.0)
+    assert must_hand_back(now=5.0, deadline=5.0, step=99, steps=100, elapsed=1.0)  # past the deadline
+    assert not must_hand_back(now=0.0, deadline=5.0, step=0, steps=100, elapsed=0.0)  # no rate yet
+
+
+# --- 1. SIGKILL of a whole worker -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_mid_batch_loses_nothing(farm, tmp_path):
+    use_registry(farm, tmp_path)
+    farm.start(workers=2, **FAST)
+    n, steps = 40, 16
+    w1 = farm.procs["w1"]
+    child = wait_until(lambda: next(iter(children(w1.popen.pid)), None), 30, "w1's render child")
+    batch = farm.submit([{"prompt": f"kill test {i}", "seed": i} for i in range(n)], defaults={"steps": steps, **TINY})
+
+    def w1_mid_render():  # w1's child holds a unit with steps to go, and the batch is under way
+        rows = job_rows(batch["id"])
+        held = [r for r in rows if r["status"] == "running" and owner_pid(r) == child
+                and 1 <= r["progress_step"] <= steps - 6]
+        done = sum(r["status"] == "succeeded" for r in rows)
+        return held if held and done < n - 2 * B else None
+    wait_until(w1_mid_render, 180, "w1 to be rendering mid-batch", interval=0.05)
+
+    w1.send(signal.SIGKILL)  # the whole process group: main process and render child
+    killed_at = time.monotonic()
+    wait_until(lambda: not w1.alive() and not Path(f"/proc/{child}").exists(), 10, "w1 and its render child to be gone")
+    lost = [r for r in job_rows(batch["id"]) if r["status"] == "running" and owner_pid(r) == child]
+    assert lost, "w1 held no jobs when it died"
+    lost_ids = {r["id"] for r in lost}
+    requeued_s = wait_requeued(batch["id"], lost_ids, child, killed_at)
+
+    def lost_finished():
+        rows = [r for r in job_rows(batch["id"]) if r["id"] in lost_ids]
+        return all(r["status"] == "succeeded" for r in rows)
+    wait_until(lost_finished, 90, "w2 to finish the dead worker's jobs", interval=0.1)
+    recovered_s = time.monotonic() - killed_at
+    done = farm.wait_batch(batch["id"], 240)
+    total_s = time.monotonic() - killed_at
+
+    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == n
+    rows = assert_each_job_ended_once(farm, batch["id"], unlogged=B)  # one unit, at the kill
+    assert {r["id"] for r in rows if r["attempts"] == 2} == lost_ids
+    assert all(r["attempts"] == 1 for r in rows if r["id"] not in lost_ids)
+    # bounded: a lease expiry and a sweep, then a render on the surviving worker
+    assert requeued_s < LEASE_S + 2 * SWEEP_S + 2, requeued_s
+    # ... and the survivor renders them (each alone: see worker/engine.py) within a minute
+    assert recovered_s < requeued_s + 60, recovered_s
+    report("sigkill-worker", jobs=n, lost_at_kill=len(lost_ids), duplicated=0, requeued_s=requeued_s,
+           recovered_s=recovered_s, batch_done_after_kill_s=total_s)
+
+
+# --- 2. the render child OOM-killed ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_oom_kill_of_the_render_child_retries_its_jobs(farm, tmp_path):
+    use_registry(farm, tmp_path)
+    farm.start(workers=1, **FAST)
+    w1 = farm.procs["w1"]
+    n, steps = 8, 16
+    child = wait_until(lambda: next(iter(children(w1.popen.pid)), None), 30, "w1's render child")
+    batch = farm.submit([{"prompt": f"oom test {i}", "seed": i} for i in range(n)], defaults={"steps": steps, **TINY})
+
+    def mid_render():  # the prefork pool process holds a unit with steps to go
+        return [r for r in job_rows(batch["id"]) if r["status"] == "running" and owner_pid(r) == child
+                and 1 <= r["progress_step"] <= steps - 6]
+    wait_until(mid_render, 120, "a job mid-render", interval=0.05)
+    assert children(w1.popen.pid) == {child}  # the one render process of this worker
+
+    os.kill(child, signal.SIGKILL)  # as the kernel's OOM killer would: the child only
+    killed_at = time.monotonic()
+    wait_until(lambda: not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text(),
+               10, "the render child to die")
+    lost_ids = {r["id"] for r in job_rows(batch["id"]) if r["status"] == "running" and owner_pid(r) == child}
+    assert lost_ids
+    requeued_s = wait_requeued(batch["id"], lost_ids, child, killed_at)
+
+    wait_until(lambda: all(r["status"] == "succeeded" for r in job_rows(batch["id"]) if r["id"] in lost_ids),
+               120, "the lost jobs to be rendered again", interval=0.1)
+    recovered_s = time.monotonic() - killed_at
+    done = farm.wait_batch(batch["id"], 120)
+    assert done["status"] == "succeeded"
+    rows = assert_each_job_ended_once(farm, batch["id"], unlogged=B)
+    assert {r["id"]: r["attempts"] for r in rows if r["id"] in lost_ids} == {j: 2 for j in lost_ids}
+    assert all(r["attempts"] == 1 for r in rows if r["id"] not in lost_ids)
+    assert w1.alive() and child not in children(w1.popen.pid) and len(children(w1.popen.pid)) == 1
+    assert "WorkerLostError" in w1.log.read_text() or "exited prematurely" in w1.log.read_text()
+    # Back in the queue within a lease expiry and a sweep; rendered again after a new
+    # render process has started (imports torch, loads the model) and rendered them alone.
+    assert requeued_s < LEASE_S + 2 * SWEEP_S + 2, requeued_s
+    assert recovered_s < requeued_s + 90, recovered_s
+    report("oom-kill-child", jobs=n, lost_at_kill=len(lost_ids), duplicated=0, requeued_s=requeued_s,
+           recovered_s=recovered_s)
+
+
+# --- 3. a poison job --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_poison_job_fails_alone_and_its_batch_mates_succeed(farm, tmp_path):
+    trace = use_poison_pipeline(farm, tmp_path)
+    max_attempts = 2
+    farm.env["FRESCO_MAX_ATTEMPTS"] = str(max_attempts)  # read at submit time (API) and by the workers
+    farm.start(workers=1, **FAST)
+    n, poison = 8, 1  # the poison shares the first call of 4 with three innocent jobs
+    items = [{"prompt": ("POISON " if i == poison else "") + f"job {i}", "seed": i, "custom_id": str(i)}
+             for i in range(n)]
+    started = time.monotonic()
+    batch = farm.submit(items, defaults={"steps": 3, **TINY})
+    done = farm.wait_batch(batch["id"], 150)
+    elapsed_s = time.monotonic() - started
+
+    rows = assert_each_job_ended_once(farm, batch["id"])
+    by_seq = {int(r["prompt"].split()[-1]): r for r in rows}
+    bad = by_seq[poison]
+    assert bad["status"] == "failed" and bad["error_type"] == "worker_lost", bad
+    assert bad["attempts"] == max_attempts and f"{max_attempts} attempts" in bad["error_message"]
+    assert done["status"] == "partial" and done["counts"]["succeeded"] == n - 1 and done["counts"]["failed"] == 1
+    mates = [r for i, r in by_seq.items() if i != poison]
+    assert all(r["status"] == "succeeded" and r["attempts"] <= max_attempts for r in mates)
+    # no redelivery loop: the poison prompt reached the pipeline once per attempt, and
+    # after its last crash it shared no call
+    poison_calls = [c for c in renders(trace) if any("POISON" in p for p in c["prompts"])]
+    assert len(poison_calls) == max_attempts
+    assert set(poison_calls[-1]["prompts"]) == {bad["prompt"]}  # (a CPU call may be padded with copies)
+    crashes = sum(c["end"] is None for c in renders(trace))
+    assert crashes == max_attempts
+    assert farm.procs["w1"].alive()
+    report("poison", jobs=n, failed=1, mates_retried=sum(r["attempts"] > 1 for r in mates), crashes=crashes,
+           batch_done_s=elapsed_s)
+
+
+# --- 4. a task longer than the broker's visibility timeout -----------------------------------
+
+@pytest.mark.slow
+def test_a_redelivered_message_never_renders_a_running_job_twice(farm, tmp_path):
+    trace = use_poison_pipeline(farm, tmp_path)
+    visibility_s = 3
+    farm.env["FRESCO_VISIBILITY_TIMEOUT_S"] = str(visibility_s)
+    farm.start(workers=1, **FAST)
+    steps, per_step = 24, 1.0  # ~25 s: far past the visibility timeout
+    job = farm.http.post("/v1/jobs", json={"prompt": f"SLOW={per_step} long render", "steps": steps, **TINY}).json()
+    w1 = farm.procs["w1"]
+    task_ids = wait_until(lambda: re.findall(r"render_unit\[([0-9a-f-]+)\] received", w1.log.read_text()), 60,
+                          "w1 to take the message")
+    broker = redis.Redis.from_url(farm.env["FRESCO_BROKER_URL"])
+
+    def unacked_past_visibility():  # kombu's ack emulation: w1's delivery, and when it was made
+        for tag, raw in broker.hgetall("unacked").items():
+            if json.loads(raw)[0]["headers"]["id"] in task_ids:
+                return time.time() - broker.zscore("unacked_index", tag) > visibility_s + 0.5
+        return False
+    wait_until(lambda: farm.http.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"] >= 1, 90,
+               "w1 to be rendering", interval=0.1)
+    wait_until(unacked_past_visibility, 30, "w1's message to outlive the visibility timeout")
+
+    # Any consumer that starts (or runs its periodic scan) now restores the unacked
+    # message to the queue: the second worker receives it while w1 still renders.
+    w2 = farm.start_worker("w2")
+    redelivered = wait_until(lambda: [t for t in task_ids if f"render_unit[{t}] received" in w2.log.read_text()],
+                             60, "the message to be redelivered to w2", interval=0.2)
+    wait_until(lambda: re.search(rf"render_unit\[{redelivered[0]}\] succeeded in [0-9.]+s: {{'claimed': 0}}",
+                                 w2.log.read_text()), 60, "w2 to drop the redelivered message")
+    redelivered_at = time.time()
+    assert farm.http.get(f"/v1/jobs/{job['id']}").json()["status"] == "running"
+
+    final = farm.wait_job(job["id"], 120)
+    assert final["status"] == "succeeded" and final["attempts"] == 1
+    calls = [c for c in renders(trace) if "long render" in c["prompts"][0]]
+    assert len(calls) == 1 and calls[0]["end"] is not None  # rendered once, no overlap
+    assert calls[0]["start"] < redelivered_at < calls[0]["end"]
+    assert not re.search(r"claimed \d+ jobs", w2.log.read_text())  # w2 never held the job
+    assert f"job {job['id']} succeeded" in w1.log.read_text()
+    report("visibility-timeout", jobs=1, redeliveries=len(redelivered), renders=len(calls), attempts=final["attempts"],
+           render_s=calls[0]["end"] - calls[0]["start"])
+
+
+# --- 10. SIGTERM mid-job --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigterm_lets_a_short_job_finish_within_the_grace_period(farm, tmp_path):
+    use_poison_pipeline(farm, tmp_path)
+    grace = 12.0
+    farm.start(workers=1, FRESCO_SHUTDOWN_GRACE_S=str(grace), **FAST)
+    w1 = farm.procs["w1"]
+    job = farm.http.post("/v1/jobs", json={"prompt": "SLOW=0.4 short", "steps": 10, **TINY}).json()
+    wait_until(lambda: farm.http.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"] >= 2, 60,
+               "the job to be mid-render", interval=0.05)
+    # systemd-style: SIGTERM to the whole process group, the render child included
+    w1.send(signal.SIGTERM)
+    sent_at, sent_wall = time.monotonic(), time.time()
+    final = farm.wait_job(job["id"], grace + 10)
+    finished_s = final["finished_at"] and _epoch(final["finished_at"]) - sent_wall
+    wait_until(lambda: not w1.alive(), grace + 10, "w1 to exit", interval=0.1)
+    exited_s = time.monotonic() - sent_at
+    assert final["status"] == "succeeded" and final["attempts"] == 1, final
+    assert finished_s < grace and exited_s < grace + 5, (finished_s, exited_s)
+    log = w1.log.read_text()
+    assert "handed" not in log and "WorkerLostError" not in log and f"job {job['id']} succeeded" in log
+    report("sigterm-short", grace_s=grace, finished_after_sigterm_s=finished_s, worker_exit_s=exited_s)
+
+
+@pytest.mark.slow
+def test_sigterm_hands_a_long_job_back_in_seconds(farm, tmp_path):
+    use_poison_pipeline(farm, tmp_path)
+    grace = 3.0
+    # A long lease and the default visibility timeout: only the hand back can be fast.
+    farm.start(workers=2, FRESCO_SHUTDOWN_GRACE_S=str(grace), **{**FAST, "FRESCO_LEASE_S": "120"})
+    job = farm.http.post("/v1/jobs", json={"prompt": "SLOW=0.5 long", "steps": 16, **TINY}).json()
+
+    def holder():
+        with session_scope() as s:
+            row = s.execute(text("SELECT status, lease_owner, progress_step FROM jobs WHERE id = :i"),
+                            {"i": job["id"]}).mappings().one()
+        return worker_holding(farm, [dict(row)]) if row["progress_step"] >= 1 else None
+    victim, child = wait_until(holder, 90, "a worker to be mid-render", interval=0.05)
+    other = next(p for n, p in farm.procs.items() if n != "api" and p is not victim)
+
+    victim.send(signal.SIGTERM, group=False)  # Kubernetes-style: the main process only
+    sent_at = time.monotonic()
+
+    def handed_back():
+        with session_scope() as s:
+            owner = s.scalar(text("SELECT lease_owner FROM jobs WHERE id = :i"), {"i": job["id"]})
+        return owner is None or owner_pid({"lease_owner": owner}) != child
+    wait_until(handed_back, 30, "the job to be handed back", interval=0.05)
+    handed_s = time.monotonic() - sent_at
+    wait_until(lambda: not victim.alive(), 30, "the stopped worker to exit", interval=0.1)
+    exited_s = time.monotonic() - sent_at
+    final = farm.wait_job(job["id"], 120)
+    done_s = time.monotonic() - sent_at
+
+    assert final["status"] == "succeeded" and final["attempts"] == 1, final  # the handed-back attempt not counted
+    assert handed_s < grace + 2 and exited_s < grace + 8, (handed_s, exited_s)
+    assert f"job {job['id']} succeeded" in other.log.read_text()
+    assert "handed 1 jobs back on shutdown" in victim.log.read_text()
+    report("sigterm-long", grace_s=grace, handed_back_s=handed_s, worker_exit_s=exited_s, finished_elsewhere_s=done_s)
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+# --- 11. cancel a 5,000-job batch mid-flight ----------------------------------------------------
+
+@pytest.mark.slow
+def test_cancel_a_5000_job_batch_mid_flight(farm, tmp_path):
+    use_registry(farm, tmp_path)
+    # A long lease: stopping must not wait for a lease to expire.
+    farm.start(workers=2, **{**FAST, "FRESCO_PROGRESS_INTERVAL_S": "0.1", "FRESCO_LEASE_S": "30"})
+    n = 5000
+    batch = farm.submit([{"prompt": f"c{i}", "seed": i} for i in range(n)], defaults={"steps": 3, **TINY})
+    wait_until(lambda: farm.batch(batch["id"])["counts"]["succeeded"] >= 16, 120, "some jobs to finish", interval=0.2)
+
+    before = db_now()
+    r = farm.http.post(f"/v1/batches/{batch['id']}/cancel")
+    assert r.status_code == 200, r.text
+    after = db_now()  # the cancel committed between these two instants (the database's clock)
+    t0 = time.monotonic()
+    done = farm.wait_batch(batch["id"], 60)
+    stopped_s = time.monotonic() - t0
+
+    counts = done["counts"]
+    assert done["status"] == "canceled"
+    assert counts["queued"] == counts["running"] == counts["failed"] == 0
+    assert counts["succeeded"] + counts["canceled"] == n
+    rows = assert_each_job_ended_once(farm, batch["id"])
+    started = [r for r in rows if r["started_at"] is not None]
+    # after the cancel, no job of the batch newly entered running
+    assert all(r["started_at"].timestamp() <= after for r in started)
+    # canceled jobs that never ran stay untouched; succeeded ones had started before the cancel
+    for r in rows:
+        if r["status"] == "succeeded":
+            assert r["started_at"].timestamp() <= after
+        elif r["started_at"] is None:
+            assert r["attempts"] == 0
+    late = [r for r in rows if r["status"] == "succeeded" and r["finished_at"].timestamp() > after]
+    stopped_mid = [r for r in rows if r["status"] == "canceled" and r["started_at"] is not None]
+    # at most the units in flight whose last step was checked before the cancel committed
+    assert len(late) <= 2 * B and all(r["finished_at"].timestamp() < after + 2 for r in late), late
+    assert stopped_s < 5, stopped_s
+    report("cancel-5000", jobs=n, succeeded=counts["succeeded"], canceled=counts["canceled"],
+           canceled_while_running=len(stopped_mid), succeeded_after_cancel=len(late),
+           cancel_call_s=after - before, all_stopped_s=stopped_s)
+
+    # leave no stale tokens for the next test's workers
+    for name in ("w1", "w2"):
+        farm.procs[name].stop()
+    redis.Redis.from_url(farm.env["FRESCO_BROKER_URL"]).delete(QUEUE)
