@@ -48,3 +48,20 @@ def test_alternating_models(farm, tmp_path, budget, expect_evictions):
     for j in jobs:
         by_key.setdefault((j["spec"]["prompt"], j["spec"]["seed"]), []).append(httpx.get(j["result"]["url"]).content)
     assert all(len(v) == 2 and v[0] == v[1] for v in by_key.values())
+
+
+def test_preload_before_ready(farm, tmp_path):
+    """FRESCO_PRELOAD loads models before the worker takes work; FRESCO_READY_FILE appears
+    only then (a readiness probe), and the first job finds its model warm."""
+    from farm import wait_until
+
+    ready = tmp_path / "ready"
+    farm.env.update(FRESCO_MODELS=str(_registry(tmp_path / "registry.toml")), FRESCO_PRELOAD="model-b",
+                    FRESCO_READY_FILE=str(ready))
+    farm.start_api()
+    worker = farm.start_worker(wait_ready=False)
+    wait_until(ready.exists, 120, "the ready file")
+    assert "model cache: loaded model-b" in worker.tail(100_000)
+    job = farm.wait_job(farm.http.post("/v1/jobs", json={"model": "model-b", "prompt": "x"}).json()["id"])
+    assert job["status"] == "succeeded"
+    assert job["timings"]["model_loads"] == 1 and job["timings"]["load_s"] < 0.5
