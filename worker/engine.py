@@ -242,7 +242,11 @@ class Engine:
         return todo
 
     def _render_group(self, unit: Unit, lease: Lease, task: Any, pipe: Any, scheduler_config: dict,
-                      group: list[ClaimedJob]) -> None:
+                      group: list[ClaimedJob], shape: int | None = None) -> None:
+        """Render ``group`` in one call. ``shape``: the batch size calls are padded to
+        (FRESCO_PAD_BATCHES): the model's B, or less after an out-of-memory halving."""
+        if shape is None:
+            shape = unit.entry.batch_size(self.device)
         group = [j for j in group if j.id in set(lease.live())]
         if not group:
             return
@@ -251,22 +255,23 @@ class Engine:
         try:
             pixels = sampler.render(pipe, scheduler_config, [j.spec for j in group],
                                     on_step=self._step_callback(lease, task, group),
-                                    pad_to=unit.entry.batch_size(self.device) if self.pad_batches else None)
+                                    pad_to=shape if self.pad_batches else None)
         except (ShutdownRequested, SoftTimeLimitExceeded):
             raise
         except Exception as e:
-            if sampler.is_out_of_memory(e) and len(group) > 1:
-                half = len(group) // 2
-                log.warning("unit %s: out of memory at batch %d; halving", unit.token, len(group))
+            width = max(len(group), shape if self.pad_batches else 0)  # images in the failed call
+            if sampler.is_out_of_memory(e) and width > 1:
+                smaller = width // 2
+                log.warning("unit %s: out of memory at batch %d; halving", unit.token, width)
                 self._free_memory()
-                self._render_group(unit, lease, task, pipe, scheduler_config, group[:half])
-                self._render_group(unit, lease, task, pipe, scheduler_config, group[half:])
+                for i in range(0, len(group), smaller):
+                    self._render_group(unit, lease, task, pipe, scheduler_config, group[i:i + smaller], smaller)
                 return
             if len(group) > 1:
                 log.warning("unit %s: call of %d failed (%s: %s); rendering each alone", unit.token, len(group),
                             type(e).__name__, e)
                 for job in group:
-                    self._render_group(unit, lease, task, pipe, scheduler_config, [job])
+                    self._render_group(unit, lease, task, pipe, scheduler_config, [job], shape)
                 return
             err = RenderError(f"{type(e).__name__}: {e}")
             self._finish_failure(unit, lease, group[0], err.type, err.message, retry=False)

@@ -28,3 +28,6 @@ def test_out_of_memory_halves_the_batch(farm, tmp_path):
     assert all(j["attempts"] == 1 for j in jobs)  # no job failed or was retried
     assert sorted(j["timings"]["batch_size"] for j in jobs) == [2] * 8
     assert "out of memory at batch 8; halving" in farm.procs["w1"].tail(100_000)
+    # a lone job, padded to the model's batch size on a CPU, shrinks its padding the same way
+    alone = farm.wait_job(farm.http.post("/v1/jobs", json={"prompt": "alone"}).json()["id"])
+    assert alone["status"] == "succeeded" and alone["attempts"] == 1
