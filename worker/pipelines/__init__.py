@@ -1,0 +1,1 @@
+"""Diffusers pipelines and model builders that ship with the farm."""
