@@ -126,4 +126,7 @@ def test_openapi_documents_the_routes(client):
                  "/v1/batches/{batch_id}/results.jsonl", "/v1/jobs/{job_id}/cancel", "/v1/batches/{batch_id}/cancel",
                  "/v1/batches/{batch_id}/retry", "/v1/models", "/healthz", "/readyz"):
         assert path in spec["paths"], path
-    assert "application/jsonl" in spec["paths"]["/v1/batches"]["post"]["requestBody"]["content"]
+    body = spec["paths"]["/v1/batches"]["post"]["requestBody"]["content"]
+    assert "application/jsonl" in body
+    assert body["application/json"]["schema"]["$ref"] == "#/components/schemas/BatchCreate"
+    assert {"BatchCreate", "BatchItem", "SpecFields"} <= set(spec["components"]["schemas"])
