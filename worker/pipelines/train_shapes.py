@@ -33,6 +33,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from worker.pipelines.shapes import ShapesPipeline
+
 # Palette (RGB, 0-255). Distinct in hue or lightness so a mean colour names one word.
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -325,8 +327,6 @@ def train(args: argparse.Namespace) -> dict:
                       f"({rate:.2f} steps/s, lr {schedule.get_last_lr()[0]:.2e})", flush=True)
     wall = time.monotonic() - started
 
-    from worker.pipelines.shapes import ShapesPipeline
-
     pipe = ShapesPipeline(unet=ema_models[0].cpu(), text_encoder=ema_models[1].cpu(), tokenizer=tokenizer,
                           scheduler=DDIMScheduler(**noise_scheduler_config(args.prediction_type)))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -344,7 +344,7 @@ def train(args: argparse.Namespace) -> dict:
     }
 
 
-def sampling_seconds(pipe, batch: int = 16, steps: int = 20, threads: int = 2) -> float:
+def sampling_seconds(pipe: ShapesPipeline, batch: int = 16, steps: int = 20, threads: int = 2) -> float:
     """Wall time of one guided batch at native size (best of two, after a warm-up)."""
     torch.set_num_threads(threads)
     prompts = [caption("red", "circle", "blue")] * batch
@@ -361,10 +361,14 @@ def sampling_seconds(pipe, batch: int = 16, steps: int = 20, threads: int = 2) -
 # Rows of the sample grid: (label, prompt, negative prompt, guidance). Each row renders
 # the same seeds, so rows differ only by their prompt, negative prompt or guidance.
 GRID_ROWS: list[tuple[str, str, str | None, float]] = [
+    # 16 prompts: every colour as shape and as background, every shape four times.
     *[(caption(c, s, b), caption(c, s, b), None, 4.0) for c, s, b in [
         ("red", "circle", "blue"), ("green", "square", "white"), ("blue", "triangle", "yellow"),
         ("yellow", "cross", "black"), ("white", "circle", "green"), ("black", "square", "red"),
-        ("red", "triangle", "white"), ("green", "cross", "blue")]],
+        ("red", "triangle", "white"), ("green", "cross", "blue"), ("blue", "square", "black"),
+        ("yellow", "circle", "red"), ("white", "triangle", "blue"), ("black", "cross", "yellow"),
+        ("red", "cross", "green"), ("green", "triangle", "black"), ("yellow", "square", "blue"),
+        ("black", "circle", "white")]],
     ("a blue circle  (no background named)", caption("blue", "circle"), None, 4.0),
     ("a blue circle, negative: a blue circle on a yellow background", caption("blue", "circle"),
      caption("blue", "circle", "yellow"), 4.0),
@@ -373,7 +377,7 @@ GRID_ROWS: list[tuple[str, str, str | None, float]] = [
 ]
 
 
-def render_grid(pipe, path: Path, seeds: int = 6, scale: int = 4, steps: int = 20) -> None:
+def render_grid(pipe: ShapesPipeline, path: Path, seeds: int = 6, scale: int = 4, steps: int = 20) -> None:
     """Sample grid: one row per GRID_ROWS entry, ``seeds`` columns, nearest-neighbour
     upscaled, the row's label on its left."""
     from PIL import Image, ImageDraw
@@ -431,8 +435,6 @@ torch/CPU stack; `--stop-after` replays where the time budget ended the run):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from worker.pipelines.shapes import ShapesPipeline
-
     if not args.grid_only:
         facts = train(args)
         print(f"trained {facts['steps_done']} steps in {facts['wall_s']:.0f} s, final loss {facts['final_loss']:.4f}",
