@@ -47,16 +47,19 @@ def teardown_environment(name: str) -> None:
     subprocess.run(["psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
 
 
-def write_registry(path: Path, model: str, max_batch_cpu: int, extra_ids: tuple[str, ...] = ()) -> Path:
+def write_registry(path: Path, model: str, max_batch_cpu: int, extra_ids: tuple[str, ...] = (),
+                   batch_sizes: dict[str, int] | None = None) -> Path:
     """A copy of the shipped registry entry for ``model`` with another CPU batch size
-    (and optional aliases of it under other ids: "two models that both fit")."""
+    (and optional aliases of it under other ids: "two models that both fit"; an alias in
+    ``batch_sizes`` gets its own batch size, e.g. a batch-1 twin of the model)."""
     import tomllib
 
     raw = tomllib.loads((ROOT / "models" / "registry.toml").read_text())
     entry = next(m for m in raw["models"] if m["id"] == model)
+    sizes = {model: max_batch_cpu, **{i: max_batch_cpu for i in extra_ids}, **(batch_sizes or {})}
     lines = [f'default = "{model}"']
-    for mid in (model, *extra_ids):
-        e = dict(entry, id=mid, max_batch={"cpu": max_batch_cpu, "cuda": max_batch_cpu})
+    for mid, b in sizes.items():
+        e = dict(entry, id=mid, max_batch={"cpu": b, "cuda": b})
         src = e["source"]
         if not src.startswith(("hub:", "s3://")) and not Path(src).is_absolute():
             e["source"] = str((ROOT / "models" / src).resolve())

@@ -28,19 +28,25 @@ def _registry(path, max_batch: int = 4):
 @pytest.mark.parametrize("budget,expect_evictions", [(None, False), (str(10 * 1024 * 1024), True)],
                          ids=["both-fit", "budget-for-one"])
 def test_alternating_models(farm, tmp_path, budget, expect_evictions):
-    env = {"FRESCO_MODELS": str(_registry(tmp_path / "registry.toml"))}
+    """Jobs submitted one by one, model-a, model-b, model-a, ..., at batch size 1: every
+    call switches model. Two models that fit load twice in all; a budget for one evicts
+    on every switch, and the images are still right."""
+    env = {"FRESCO_MODELS": str(_registry(tmp_path / "registry.toml", max_batch=1))}
     if budget:
         env["FRESCO_CACHE_BUDGET_BYTES"] = budget  # tiny-sd weighs about 7 MB
     farm.env.update(env)
     farm.start(workers=1)
-    items = [{"prompt": f"p{i // 2}", "seed": i // 2, "model": ("model-a", "model-b")[i % 2]} for i in range(24)]
-    batch = farm.wait_batch(farm.submit(items)["id"], timeout=300)
-    assert batch["status"] == "succeeded"
-    jobs = farm.jobs(batch["id"])
+    ids = [farm.http.post("/v1/jobs", json={"prompt": f"p{i // 2}", "seed": i // 2,
+                                            "model": ("model-a", "model-b")[i % 2]}).json()["id"] for i in range(24)]
+    jobs = sorted((farm.wait_job(i, timeout=300) for i in ids), key=lambda j: j["started_at"])
+    assert all(j["status"] == "succeeded" for j in jobs)
+    models = [j["spec"]["model"] for j in jobs]
+    switches = sum(a != b for a, b in zip(models, models[1:]))
+    assert switches >= 20, models  # the calls really alternate
     loads = max(j["timings"]["model_loads"] for j in jobs)
     evictions = max(j["timings"]["model_evictions"] for j in jobs)
     if expect_evictions:
-        assert evictions >= 1 and loads == evictions + 1
+        assert evictions == switches and loads == evictions + 1
     else:
         assert (loads, evictions) == (2, 0)
     # the same weights under two ids: same prompt and seed give the same image, reload or not
