@@ -16,8 +16,6 @@ from harness import median, report, setup_environment, teardown_environment
 
 
 def floor_seconds(n: int) -> float:
-    import redis
-
     from db.session import get_engine
     from fresco.dispatch import broker
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 
 from db import jobs as jobs_db

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api import ingest
 from api.deps import RegistryDep, SessionDep, StorageDep, TenantDep
 from api.image_inputs import ImageInputs
-from api.schemas import BatchCreate, BatchPublic, JobList, batch_public, job_public
+from api.schemas import BatchPublic, JobList, batch_public, job_public
 from db import jobs as jobs_db
 from db.models import Batch
 from db.session import session_scope

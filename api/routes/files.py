@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api.deps import StorageDep
-from fresco.errors import NotFound, Unauthorized
+from fresco.errors import Unauthorized
 from fresco.settings import get_settings
 from fresco.storage import verify
 

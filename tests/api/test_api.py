@@ -1,10 +1,7 @@
 """The HTTP contract without a worker: what is recorded, how it reads back."""
 from __future__ import annotations
 
-import json
 import time
-
-import pytest
 
 from fresco.settings import get_settings
 from fresco.storage import open_storage, sign

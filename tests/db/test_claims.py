@@ -4,7 +4,6 @@ from __future__ import annotations
 import threading
 import uuid
 
-import pytest
 from sqlalchemy import text
 
 from db import jobs as jobs_db
@@ -12,7 +11,7 @@ from db import tenants
 from db.jobs import NewJob
 from db.session import session_scope
 from fresco.registry import get_registry
-from fresco.spec import resolve, signature
+from fresco.spec import resolve
 
 
 def _sig() -> str:
