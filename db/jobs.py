@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Job
@@ -212,6 +212,22 @@ def expire_leases(session: Session, *, limit: int = 5000) -> tuple[Demand, int]:
         if r.status == "queued":
             demand[(r.queue, r.model, r.signature)] += 1
     return demand, touched
+
+
+def running_owners(session: Session, *, prefix: str) -> list[str]:
+    """Lease tokens starting with ``prefix`` that hold running jobs."""
+    return list(session.scalars(text(
+        "SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running' AND starts_with(lease_owner, :p)"),
+        {"p": prefix}))
+
+
+def expire_owners(session: Session, *, owners: list[str]) -> int:
+    """End the leases of these tokens now (their process is known dead), so that
+    ``expire_leases`` treats their jobs as it treats any expired lease."""
+    rows = session.execute(text(
+        "UPDATE jobs SET lease_expires_at = now() - interval '1 second' "
+        "WHERE status = 'running' AND lease_owner = ANY(:owners)"), {"owners": owners})
+    return rows.rowcount
 
 
 def queued_demand(session: Session, *, older_than_s: float) -> Demand:

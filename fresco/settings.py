@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 6 * 3600
     shutdown_grace_s: float = 30.0
     embedded_sweeper: bool = True  # run the sweeper in each worker's main process
+    # How often a worker's main process checks that the render processes holding leases
+    # are alive; a dead one's jobs go back to the queue then, not after lease_s.
+    dead_child_check_s: float = Field(default=1.0, gt=0)
     # Transient faults (storage, database, broker) are retried this many times in-process.
     transient_retries: int = 5
     transient_backoff_s: float = 0.5

@@ -22,10 +22,7 @@ another worker starts them in seconds instead of after a lease expiry.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +33,7 @@ from db.jobs import ClaimedJob
 from db.session import session_scope
 from fresco.constants import RESULT_KEY
 from fresco.dispatch import publish
-from fresco.errors import ModelUnavailable, RenderError, TransientError
+from fresco.errors import ModelUnavailable, RenderError
 from fresco.registry import ModelEntry, Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import Storage, open_storage
@@ -44,6 +41,7 @@ from worker import sampler
 from worker.encoding import encode
 from worker.lease import Lease, must_hand_back
 from worker.model_cache import ModelCache
+from worker.owner import new_token
 from worker.retries import TRANSIENT, with_retries
 
 log = logging.getLogger(__name__)
@@ -117,7 +115,7 @@ class Engine:
         if entry is None:
             log.error("message for unknown model %s dropped (registry changed?)", model)
             return None
-        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        token = new_token()
         limit = entry.batch_size(self.device)
         started = time.perf_counter()
         jobs = self._claim(signature, limit, token)

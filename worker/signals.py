@@ -1,8 +1,9 @@
 """Process lifecycle: what the Celery parent and the render child do when they start
 and stop.
 
-- parent (``worker_ready``): runs the sweeper thread; never imports torch, so CUDA is
-  never initialised before a fork.
+- parent (``worker_ready``): runs the sweeper thread and the reaper thread (a dead
+  render process's jobs back to the queue within about a second, worker/reaper.py);
+  never imports torch, so CUDA is never initialised before a fork.
 - child (``worker_process_init``): drops connections inherited from the parent, builds
   the engine (torch threads, device), preloads the models named in FRESCO_PRELOAD, then
   touches FRESCO_READY_FILE for a readiness probe.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -39,9 +41,13 @@ from billiard.process import current_process
 from celery.signals import task_prerun, worker_process_init, worker_ready, worker_shutting_down
 
 from fresco.settings import get_settings
+# Imported here, in the main process, so that the worker nonce in lease tokens is minted
+# before the render processes are forked and is the same in all of them.
+from worker import owner as _owner  # noqa: F401
 
 log = logging.getLogger(__name__)
 _sweeper_stop = None
+_reaper_stop = threading.Event()  # the dead-render-process check (worker/reaper.py)
 _consumer: Any = None  # the parent's Celery consumer: its pool lists the render processes
 
 # After the grace period, how long a unit that is not at a step boundary gets before
@@ -57,6 +63,9 @@ def _start_sweeper(sender: Any = None, **_: object) -> None:
         from worker.sweeper import start_thread
 
         _sweeper_stop = start_thread()
+    from worker.reaper import start_thread as start_reaper
+
+    start_reaper(_reaper_stop)
 
 
 def pool_pids(consumer: Any) -> list[int]:
@@ -72,6 +81,7 @@ def _on_shutdown(**_: object) -> None:
     # Runs in the parent's signal handler: no logging, just flags and signals.
     if _sweeper_stop is not None:
         _sweeper_stop.set()
+    _reaper_stop.set()
     for pid in pool_pids(_consumer):
         try:
             os.kill(pid, signal.SIGTERM)  # the child drains: see the module docstring
