@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # How often a worker's main process checks that the render processes holding leases
     # are alive; a dead one's jobs go back to the queue then, not after lease_s.
     dead_child_check_s: float = Field(default=1.0, gt=0)
+    # Longest wait between a worker's attempts to reconnect to the broker.
+    broker_reconnect_max_s: float = Field(default=2.0, gt=0)
     # Transient faults (storage, database, broker) are retried this many times in-process.
     transient_retries: int = 5
     transient_backoff_s: float = 0.5
