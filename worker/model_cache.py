@@ -170,6 +170,7 @@ class ModelCache:
 
     def _download_s3(self, source: str) -> Path:
         """Mirror an s3://bucket/prefix model folder into the shared model cache once."""
+        import fcntl
         import hashlib
 
         import boto3
@@ -179,12 +180,19 @@ class ModelCache:
         dest = root / "s3" / hashlib.sha256(source.encode()).hexdigest()[:16]
         if (dest / ".complete").exists():
             return dest
-        client = boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url, region_name=self.settings.s3_region)
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix.rstrip("/")) + 1:]
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(bucket, obj["Key"], str(target))
-        (dest / ".complete").touch()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Workers on one machine share the folder: one downloads, the others wait on the
+        # lock and then find the mirror complete (once per machine, as for hub models).
+        with open(dest.parent / f"{dest.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (dest / ".complete").exists():
+                return dest
+            client = boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url, region_name=self.settings.s3_region)
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(prefix.rstrip("/")) + 1:]
+                    target = dest / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    client.download_file(bucket, obj["Key"], str(target))
+            (dest / ".complete").touch()
         return dest

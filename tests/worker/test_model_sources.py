@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -94,6 +95,14 @@ def test_s3_folder_is_mirrored_once_into_the_shared_cache(tmp_path, s3_server, f
             client.upload_file(str(f), s3_server.bucket, f"{prefix}/{f.relative_to(TINY_SD)}")
     registry = _registry(tmp_path, f"s3://{s3_server.bucket}/{prefix}")
     settings = Settings(hf_cache_dir=tmp_path / "cache", s3_endpoint_url=s3_server.url)
+    source = f"s3://{s3_server.bucket}/{prefix}"
+    # two render processes mirror at once on one machine (threads here: the mirror is what
+    # is shared; a process loads one model at a time): the files are fetched once
+    with ThreadPoolExecutor(2) as pool:
+        mirrors = set(pool.map(lambda _: ModelCache(registry, settings, "cpu")._download_s3(source), range(2)))
+    assert len(mirrors) == 1
+    fetched = s3_server.log.read_text().count(f"GET /{s3_server.bucket}/{prefix}/model_index.json")
+    assert fetched == 1, fetched
     assert np.array_equal(_image(ModelCache(registry, settings, "cpu"), registry), folder_image)
     mirrored = [p for p in (tmp_path / "cache" / "s3").rglob("*") if p.is_file()]
     assert any(p.name == "model_index.json" for p in mirrored)
