@@ -108,3 +108,16 @@ class Job(Base):
         Index("ix_jobs_batch_seq", "batch_id", "seq"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     )
+
+
+class ModelStatus(Base):
+    """What workers last found when they loaded a model: a model whose source cannot be
+    loaded is marked unavailable with the reason, farm-wide, until a load succeeds."""
+
+    __tablename__ = "model_status"
+
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    available: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

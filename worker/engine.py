@@ -29,6 +29,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from db import jobs as jobs_db
+from db import model_status
 from db.jobs import ClaimedJob
 from db.session import session_scope
 from fresco.constants import RESULT_KEY
@@ -106,6 +107,15 @@ class Engine:
             with session_scope() as s:
                 return jobs_db.claim(s, signature=signature, limit=limit, token=token, lease_s=self.settings.lease_s)
         return with_retries(go, what="claim", settings=self.settings)
+
+    def _record_model_status(self, unit: Unit, *, available: bool, reason: str | None) -> None:
+        """Farm-wide model availability for GET /v1/models; best effort, a status line."""
+        try:
+            with session_scope() as s:
+                model_status.record(s, model_id=unit.entry.id, available=available, reason=reason,
+                                    worker=unit.token.rsplit(":", 1)[0])
+        except Exception as e:  # the jobs' own outcome is what matters; never fail them for this
+            log.warning("could not record model %s status: %s", unit.entry.id, type(e).__name__)
 
     def claim_unit(self, model: str, signature: str) -> Unit | None:
         """Up to B jobs of the message's signature; else whatever this queue should run
@@ -203,12 +213,16 @@ class Engine:
         if not todo:
             return
         t0 = time.perf_counter()
+        loads = self.cache.stats.loads
         try:
             pipe, scheduler_config = self.cache.get(unit.entry)
         except ModelUnavailable as e:
+            self._record_model_status(unit, available=False, reason=e.message)
             for job in todo:
                 self._finish_failure(unit, lease, job, e.type, e.message, retry=False)
             return
+        if self.cache.stats.loads != loads:  # loaded now, not a warm hit: say it works
+            self._record_model_status(unit, available=True, reason=None)
         unit.timings["load_s"] = time.perf_counter() - t0
         # Fresh jobs share a call; a retried job (which may be what crashed the process
         # last time) renders alone after them, so a crash loses only it.

@@ -18,6 +18,9 @@ def test_models_lists_the_default_first_with_limits(client):
     assert {"width", "height", "steps", "guidance_scale", "scheduler"} <= set(m["defaults"])
     assert m["limits"]["max_steps"] >= m["defaults"]["steps"]
     assert m["defaults"]["scheduler"] in m["schedulers"]
+    # what workers found when they loaded it (tests/worker/test_batching.py sets both states)
+    assert all(set(x["status"]) == {"state", "reason", "updated_at"}
+               and x["status"]["state"] in ("unknown", "available", "unavailable") for x in data)
 
 
 def test_job_is_recorded_with_defaults_and_a_chosen_seed(client):

@@ -115,3 +115,7 @@ def test_a_model_that_cannot_load_fails_its_jobs_and_others_keep_rendering(farm,
         assert "could not be loaded" in job["error"]["message"] and "no-such-folder" in job["error"]["message"]
         assert job["attempts"] == 1  # failed once, not retried in a loop
     assert farm.procs["w1"].alive()
+    # the farm says so: GET /v1/models marks it unavailable with the reason
+    status = {m["id"]: m["status"] for m in farm.http.get("/v1/models").json()["data"]}
+    assert status["missing"]["state"] == "unavailable" and "no-such-folder" in status["missing"]["reason"]
+    assert status["tiny-sd"]["state"] == "available" and status["tiny-sd"]["reason"] is None
