@@ -104,6 +104,17 @@ class S3Server:
         return out
 
 
+def cancel_unfinished_jobs() -> None:
+    """End every queued or running job of the session's database (between tests)."""
+    from sqlalchemy import text
+
+    from db.session import session_scope
+
+    with session_scope() as s:
+        s.execute(text("UPDATE jobs SET status = 'canceled', finished_at = now(), lease_owner = NULL "
+                       "WHERE status IN ('queued', 'running')"))
+
+
 class Farm:
     """API and workers as subprocesses sharing the test session's database and Redis."""
 
@@ -116,6 +127,9 @@ class Farm:
         self.env.update(env)
         self.procs: dict[str, Proc] = {}
         self.tenant = f"t-{uuid.uuid4().hex[:8]}"
+        # Jobs left queued by earlier tests that ran no worker (tests/api) would be claimed
+        # by this farm's workers and join its batches.
+        cancel_unfinished_jobs()
         self._http: httpx.Client | None = None
         self._key: str | None = None
 
@@ -158,14 +172,8 @@ class Farm:
             proc.stop(signal.SIGTERM, timeout=20)
         if self._http:
             self._http.close()
-        # Leave nothing for the next test's workers: cancel this farm's unfinished jobs.
-        from sqlalchemy import text
-
-        from db.session import session_scope
-
-        with session_scope() as s:
-            s.execute(text("UPDATE jobs SET status = 'canceled', finished_at = now(), lease_owner = NULL "
-                           "WHERE status IN ('queued', 'running')"))
+        # Leave nothing for the next test's workers.
+        cancel_unfinished_jobs()
 
     # --- client ------------------------------------------------------------------------
 
