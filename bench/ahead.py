@@ -69,7 +69,7 @@ def main() -> None:
         from fresco.registry import get_registry
 
         entry = get_registry().get(args.model)
-        size = args.size or entry.default_width
+        size = args.size
         batch = entry.max_batch.cpu
         farm = Farm(store, FRESCO_TORCH_THREADS=str(args.threads))
         try:

@@ -42,7 +42,7 @@ from worker import sampler
 from worker.encoding import encode
 from worker.lease import Lease, must_hand_back
 from worker.model_cache import ModelCache
-from worker.owner import new_token
+from worker.owner import new_token, token_process
 from worker.retries import TRANSIENT, with_retries
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class Engine:
         try:
             with session_scope() as s:
                 model_status.record(s, model_id=unit.entry.id, available=available, reason=reason,
-                                    worker=unit.token.rsplit(":", 1)[0])
+                                    worker=token_process(unit.token))
         except Exception as e:  # the jobs' own outcome is what matters; never fail them for this
             log.warning("could not record model %s status: %s", unit.entry.id, type(e).__name__)
 

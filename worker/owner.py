@@ -28,6 +28,11 @@ def worker_prefix() -> str:
     return f"{HOST}:{WORKER_NONCE}:"
 
 
+def token_process(token: str) -> str:
+    """``host:worker:pid``: the render process a token belongs to."""
+    return token.rsplit(":", 1)[0]
+
+
 def token_pid(token: str) -> int | None:
     try:
         return int(token.rsplit(":", 2)[1])

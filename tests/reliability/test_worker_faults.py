@@ -29,6 +29,7 @@ from fresco.dispatch import time_limits
 from fresco.settings import REPO_ROOT, Settings
 from fresco.spec import signature_work
 from worker.lease import must_hand_back
+from worker.owner import token_pid
 
 HERE = Path(__file__).resolve().parent
 QUEUE = "fresco.render"
@@ -65,8 +66,8 @@ def db_now() -> float:
 
 
 def owner_pid(row: dict) -> int | None:
-    """The render process holding a job: its lease token is host:worker:pid:random."""
-    return int(row["lease_owner"].rsplit(":", 2)[1]) if row.get("lease_owner") else None
+    """The render process holding a job, from its lease token (worker/owner.py)."""
+    return token_pid(row["lease_owner"]) if row.get("lease_owner") else None
 
 
 def children(pid: int) -> set[int]:
