@@ -88,7 +88,13 @@ class Settings(BaseSettings):
     pad_batches: bool | None = None
     channels_last: bool = False  # channels_last UNet on CUDA (slower for SD 1.5 on an H100)
     hf_cache_dir: Path | None = None  # shared hub download cache (compose volume)
-    ready_file: Path | None = None  # touched once models are preloaded (k8s readiness)
+    # Written by the render process once every FRESCO_PRELOAD model loaded; removed when
+    # the worker stops consuming (readiness: compose healthcheck, k8s readinessProbe).
+    ready_file: Path | None = None
+    # Touched every live_interval_s by the worker's main process while its consumer runs
+    # (liveness: `python -m worker.liveness`, worker/liveness.py).
+    live_file: Path | None = None
+    live_interval_s: float = Field(default=5.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

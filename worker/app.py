@@ -13,6 +13,7 @@ from fresco.constants import DEFAULT_QUEUE, RENDER_TASK
 from fresco.dispatch import broker_options
 from fresco.registry import get_registry
 from fresco.settings import get_settings
+from worker.probes import LiveFile
 
 # How long a new render process may take to start (imports, model preload) before
 # Celery kills it as hung and forks another.
@@ -63,3 +64,5 @@ app.conf.update(
     task_routes={RENDER_TASK: {"queue": queues[0]}},
     worker_hijack_root_logger=False,
 )
+# FRESCO_LIVE_FILE, touched from the consumer's event loop (worker/probes.py).
+app.steps["consumer"].add(LiveFile)

@@ -5,8 +5,9 @@ and stop.
   render process's jobs back to the queue within about a second, worker/reaper.py);
   never imports torch, so CUDA is never initialised before a fork.
 - child (``worker_process_init``): drops connections inherited from the parent, builds
-  the engine (torch threads, device), preloads the models named in FRESCO_PRELOAD, then
-  touches FRESCO_READY_FILE for a readiness probe.
+  the engine (torch threads, device), preloads the models named in FRESCO_PRELOAD, then,
+  if every one loaded, writes FRESCO_READY_FILE for a readiness probe (worker/probes.py
+  removes it when the worker stops consuming).
 
 Shutdown. Celery 5.7 answers SIGTERM with a *warm* shutdown: it stops consuming and waits
 for the running task, without a limit (``worker_soft_shutdown_timeout`` only applies to
@@ -44,6 +45,7 @@ from fresco.settings import get_settings
 # Imported here, in the main process, so that the worker nonce in lease tokens is minted
 # before the render processes are forked and is the same in all of them.
 from worker import owner as _owner  # noqa: F401
+from worker.probes import remove, touch
 
 log = logging.getLogger(__name__)
 _sweeper_stop = None
@@ -98,17 +100,25 @@ def _init_render_process(**_: object) -> None:
 
     engine = get_engine()
     settings = get_settings()
+    # A render process that replaces a dead one is not ready until its own preload is done.
+    remove(settings.ready_file)
+    loaded = True
     for model_id in settings.preload_list:
         entry = engine.registry.get(model_id)
         if entry is None:
             log.error("FRESCO_PRELOAD names unknown model %s", model_id)
+            loaded = False
             continue
         try:
             engine.cache.get(entry)
         except Exception as e:  # an unavailable model fails its jobs later, with the reason
             log.error("preload of %s failed: %s", model_id, e)
-    if settings.ready_file:
-        settings.ready_file.touch()
+            loaded = False
+    # The worker still takes jobs (a model that failed fails its own jobs, with the
+    # reason), but never reports ready: a rollout of a broken model config stops here.
+    if settings.ready_file and loaded:
+        touch(settings.ready_file)
+        log.info("preloaded %s; ready", ", ".join(settings.preload_list) or "nothing")
 
 
 # --- the render child's shutdown handlers ------------------------------------------------

@@ -18,6 +18,7 @@ import logging
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -28,6 +29,7 @@ from fresco.constants import BROKER_EPOCH_KEY
 from fresco.dispatch import batch_size, broker, publish
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
+from worker.probes import touch
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class Sweeper:
             sent += count
         return sent
 
-    def run_forever(self, stop: threading.Event | None = None) -> None:
+    def run_forever(self, stop: threading.Event | None = None, after_pass: Callable[[], None] | None = None) -> None:
         stop = stop or threading.Event()
         log.info("sweeper: every %.1f s (lease %.0f s)", self.settings.sweep_interval_s, self.settings.lease_s)
         while not stop.is_set():
@@ -109,6 +111,8 @@ class Sweeper:
                 self.sweep_once()
             except Exception as e:  # Postgres or Redis down: try again next interval
                 log.warning("sweeper: pass failed (%s: %s)", type(e).__name__, str(e).splitlines()[0][:200])
+            if after_pass is not None:
+                after_pass()
             stop.wait(self.settings.sweep_interval_s)
 
 
@@ -121,7 +125,10 @@ def start_thread() -> threading.Event:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    Sweeper().run_forever()
+    live_file = get_settings().live_file
+    # The process's healthcheck (`python -m worker.probes live`): a pass that failed
+    # because Postgres or Redis is down still counts; a loop that stopped turning does not.
+    Sweeper().run_forever(after_pass=(lambda: touch(live_file)) if live_file else None)
 
 
 if __name__ == "__main__":
