@@ -207,7 +207,7 @@ def test_minio_has_a_healthcheck(services):
 
 def test_api_healthcheck_and_ports(services):
     api = services["api"]
-    assert "/healthz" in command_of({"command": api["healthcheck"]["test"]})
+    assert "/readyz" in command_of({"command": api["healthcheck"]["test"]}), "healthy means its dependencies answer too"
     assert any(str(p).endswith("8000:8000") or str(p) == "8000" for p in api.get("ports", []))
     assert any(str(p).endswith("5555:5555") for p in services["flower"].get("ports", []))
 
@@ -255,10 +255,22 @@ def test_workers_share_the_model_cache(services, compose):
 
 def test_worker_readiness_file(services):
     for name, svc in worker_services(services).items():
-        ready = env_of(svc).get("FRESCO_READY_FILE")
-        assert ready, f"{name}: FRESCO_READY_FILE tells when the preload is done"
-        assert ready in command_of({"command": svc["healthcheck"]["test"]}), f"{name}: healthcheck must test {ready}"
-        assert "FRESCO_PRELOAD" in env_of(svc)
+        env = env_of(svc)
+        assert env.get("FRESCO_READY_FILE"), f"{name}: FRESCO_READY_FILE tells when the preload is done"
+        assert env.get("FRESCO_LIVE_FILE"), f"{name}: FRESCO_LIVE_FILE tells that the consumer runs"
+        for path in (env["FRESCO_READY_FILE"], env["FRESCO_LIVE_FILE"]):
+            assert str(Path(path).parent) in svc.get("tmpfs", []), f"{name}: {path} must be on a tmpfs"
+        check = command_of({"command": svc["healthcheck"]["test"]})
+        assert "python -m worker.probes ready live" in check, f"{name}: healthcheck must check both files: {check}"
+        assert "FRESCO_PRELOAD" in env
+
+
+def test_sweeper_and_flower_have_healthchecks(services):
+    sweeper, flower = services["sweeper"], services["flower"]
+    assert "python -m worker.probes live" in command_of({"command": sweeper["healthcheck"]["test"]})
+    live = env_of(sweeper).get("FRESCO_LIVE_FILE")
+    assert live and str(Path(live).parent) in sweeper.get("tmpfs", []), "the sweeper's live file on a tmpfs"
+    assert "5555/healthcheck" in command_of({"command": flower["healthcheck"]["test"]})
 
 
 def test_images(services):
