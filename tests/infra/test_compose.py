@@ -27,7 +27,9 @@ REQUIRED_SERVICES = {"api", "worker", "redis", "postgres", "minio", "minio-init"
 API_CMD = "uvicorn api.main:app --host 0.0.0.0 --port 8000"
 WORKER_CMD = "celery -A worker.app worker -E"
 MIGRATE_CMD = "alembic upgrade head"
-FLOWER_CMD = "celery -A worker.app flower --port 5555"
+# DESIGN.md writes `--port 5555`; Flower passes its options to tornado, which only takes
+# `--port=5555` and exits on the other form.
+FLOWER_CMD = "celery -A worker.app flower --port=5555"
 SWEEPER_CMD = "python -m worker.sweeper"
 
 # ${VAR}, ${VAR:?msg}, ${VAR?msg}, ${VAR:-default}, ${VAR-default}; `$${` is an escaped `$`.

@@ -38,7 +38,8 @@ K8S_VERSION = "1.35"
 COMMANDS = {
     "api": ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"],
     "worker": ["celery", "-A", "worker.app", "worker", "-E"],
-    "flower": ["celery", "-A", "worker.app", "flower", "--port", "5555"],
+    # One argument: Flower hands it to tornado, which exits on `--port 5555`.
+    "flower": ["celery", "-A", "worker.app", "flower", "--port=5555"],
     "migrate": ["alembic", "upgrade", "head"],
     "sweeper": ["python", "-m", "worker.sweeper"],
 }
@@ -421,3 +422,26 @@ def test_pods_run_as_the_images_user():
             assert c["securityContext"]["allowPrivilegeEscalation"] is False, component
     for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
         assert "--uid 10001 fresco" in (ROOT / "infra" / dockerfile).read_text()
+
+
+def test_flower_takes_its_login_from_the_environment_and_answers_healthchecks_without_it(tmp_path):
+    """What the cluster relies on: FLOWER_BASIC_AUTH from the Secret guards Flower, and the
+    probes' /healthcheck answers without it. Flower runs here with the manifest's command."""
+    import os
+
+    import httpx
+    from farm import BIN, Proc, free_port, wait_until
+
+    port = free_port()
+    command = container("flower")["command"]
+    assert command[-1] == "--port=5555"
+    env = {**os.environ, "FLOWER_BASIC_AUTH": "ops:s3cret", "FLOWER_ADDRESS": "127.0.0.1"}
+    flower = Proc("flower", [str(BIN / command[0]), *command[1:-1], f"--port={port}"], env, tmp_path / "flower.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/healthcheck", timeout=2).status_code == 200, 60,
+                   "Flower's /healthcheck to answer without a login")
+        assert httpx.get(f"{url}/api/tasks", timeout=5).status_code == 401
+        assert httpx.get(f"{url}/api/tasks", auth=("ops", "s3cret"), timeout=5).status_code == 200
+    finally:
+        flower.stop(timeout=10)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from farm import ROOT, Farm, wait_until
+from farm import ROOT, Farm, Proc, wait_until
 
 INTERVAL_S = 0.5  # FRESCO_LIVE_INTERVAL_S for these workers: stale after 6 x 0.5 s
 SLOW = {"width": 64, "height": 64, "steps": 30}  # several seconds for 4 jobs on a shared CPU
@@ -116,3 +116,22 @@ def test_a_failed_preload_never_reports_ready(tmp_path):
         assert result.returncode == 1 and "does not exist" in result.stderr
     finally:
         farm.close()
+
+
+def test_the_standalone_sweeper_is_live_while_its_loop_turns(tmp_path):
+    live = tmp_path / "run" / "live"
+    farm = Farm(tmp_path, FRESCO_LIVE_FILE=str(live), FRESCO_SWEEP_INTERVAL_S="0.5",
+                FRESCO_LIVE_INTERVAL_S=str(INTERVAL_S))
+    command = yaml.safe_load((ROOT / "infra" / "k8s" / "sweeper.yaml").read_text())[
+        "spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["exec"]["command"]
+    sweeper = Proc("sweeper", [sys.executable, "-m", "worker.sweeper"], farm.env, tmp_path / "sweeper.log")
+    try:
+        wait_until(lambda: passes(farm, command), 60, "the sweeper's liveness probe to pass")
+        sweeper.send(signal.SIGSTOP)
+        try:
+            wait_until(lambda: not passes(farm, command), 30, "the liveness probe to fail while the sweeper is stopped")
+        finally:
+            sweeper.send(signal.SIGCONT)
+        wait_until(lambda: passes(farm, command), 30, "the liveness probe to pass again")
+    finally:
+        sweeper.stop()
