@@ -135,3 +135,27 @@ def test_the_standalone_sweeper_is_live_while_its_loop_turns(tmp_path):
         wait_until(lambda: passes(farm, command), 30, "the liveness probe to pass again")
     finally:
         sweeper.stop()
+
+
+def test_live_file_goes_stale_while_the_broker_is_gone_and_fresh_once_the_consumer_is_back(tmp_path):
+    """The touches come from the consumer, not from a thread that runs regardless: with
+    Redis down the worker consumes nothing and the probe says so; once Redis is back and
+    the consumer has reconnected, it passes again. (A private redis-server, so the shared
+    one other tests use is never stopped.)"""
+    from reliability.services import RedisServer
+
+    redis = RedisServer(tmp_path / "redis").start()
+    env = probe_env(tmp_path, "")
+    farm = Farm(tmp_path, FRESCO_BROKER_URL=redis.url, **env)
+    live = probe_commands()["live"]
+    try:
+        worker = farm.start_worker("w1", wait_ready=False)
+        wait_until(lambda: passes(farm, live), 60, "the liveness probe to pass")
+        redis.shutdown()
+        wait_until(lambda: not passes(farm, live), 30, "the liveness probe to fail while Redis is down")
+        assert worker.alive(), "the worker keeps running (and reconnecting) without its broker"
+        redis.start()
+        wait_until(lambda: passes(farm, live), 60, "the liveness probe to pass once the consumer reconnected")
+    finally:
+        farm.close()
+        redis.shutdown()
