@@ -1,13 +1,14 @@
 """The Kubernetes manifests (infra/k8s/): valid, complete, and the same farm as compose.
 
-No cluster, kubectl or kustomize is needed:
+No cluster is needed, nor kubectl or kustomize (used when present):
 - every resource kustomization.yaml lists (and the Secret its generator makes from
   secrets.env.example) is validated against the Kubernetes OpenAPI schemas that
   kubernetes-validate ships, for K8S_VERSION, in strict mode (unknown fields fail);
 - the KEDA ScaledObject is a custom resource those schemas do not cover: its shape is
   checked here field by field, and its query runs against the migrated test database;
 - the kustomization is checked as kustomize would build it: every listed file exists,
-  every manifest in the folder is listed, every name a resource refers to exists;
+  every manifest in the folder is listed, every name a resource refers to exists; where
+  kubectl is installed, `kubectl kustomize` builds it and must give the same resources;
 - what no schema knows: probes, the grace period, the GPU request, the shared model
   cache, and the same images, commands and settings as docker-compose.yml.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -210,6 +213,30 @@ def test_selectors_match_their_pods():
         for port in svc["spec"]["ports"]:
             assert port["targetPort"] in ports, f"Service {name}: no container port named {port['targetPort']}"
             assert port["port"] == ports[port["targetPort"]], f"Service {name}: same port as compose publishes"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None,
+                    reason="kubectl is not installed: the kustomization is checked file by file above")
+def test_kustomize_builds_what_these_tests_check(tmp_path):
+    """`kubectl kustomize` (kustomize built in, offline) builds the same resources these
+    tests load, in the fresco namespace, and refuses to build without secrets.env."""
+    folder = tmp_path / "k8s"
+    shutil.copytree(K8S, folder, ignore=shutil.ignore_patterns("secrets.env"))
+    refused = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "secrets.env" in refused.stderr, "must refuse to build without the secrets"
+    shutil.copy(SECRETS_EXAMPLE, folder / "secrets.env")
+    built = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        (d["kind"], d["metadata"]["name"]) for _, d in RESOURCES)
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"]["namespace"] == "fresco", d["metadata"]
+        if not d["apiVersion"].startswith("keda.sh/"):
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    assert secret == {**secret, "data": generated_secrets()[0]["data"]}, "the Secret these tests validate"
 
 
 # --- schemas ----------------------------------------------------------------------------------
