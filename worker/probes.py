@@ -116,14 +116,14 @@ def check_ready() -> str | None:
     return None
 
 
-def check_live(now: float | None = None) -> str | None:
+def check_live() -> str | None:
     """None when the live file was touched recently enough, else why not."""
     settings = get_settings()
     path = settings.live_file
     if path is None:
         return "FRESCO_LIVE_FILE is not set"
     try:
-        age = (time.time() if now is None else now) - path.stat().st_mtime
+        age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return f"{path} does not exist: not consuming yet, or stopped"
     limit = STALE_AFTER_INTERVALS * settings.live_interval_s
