@@ -1,4 +1,4 @@
-"""Service-side faults, done for real (docs/design.md, "Delivery and leases"): the farm's Redis restarted
+"""Service-side faults, done for real (docs/design.md, "Delivery"): the farm's Redis restarted
 or wiped, the API unable to publish after commit, Postgres restarted or killed, the object
 store down for a while or for good, and bad input thrown at the API.
 

@@ -108,7 +108,7 @@ class PersistentS3(S3Server):
 
 class RedisServer:
     """``redis-server`` with an append-only file fsynced on every write and
-    ``maxmemory-policy noeviction`` (docs/design.md, "Delivery and leases"), on its own
+    ``maxmemory-policy noeviction`` (docs/design.md, "Delivery"), on its own
     port and folder."""
 
     def __init__(self, folder: Path, port: int | None = None) -> None:
