@@ -26,7 +26,7 @@ def farm_run(farm, model: str, jobs: int, clients: int, steps: int, size: int, t
     from sqlalchemy import text
 
     from db.session import session_scope
-    from farm import wait_until
+    from support.waiting import wait_until
 
     prompts = [f"a green triangle on a white background {tag}-{i}" for i in range(jobs)]
 
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     name, store = setup_environment("ahead")
     try:
-        from farm import Farm
+        from support.farm import Farm
         from fresco.registry import get_registry
 
         entry = get_registry().get(args.model)

@@ -21,7 +21,7 @@ def run(store, registry, jobs: int, budget: str | None) -> dict:
     from sqlalchemy import text
 
     from db.session import session_scope
-    from farm import Farm
+    from support.farm import Farm
 
     env = {"FRESCO_MODELS": str(registry), "FRESCO_TORCH_THREADS": "2"}
     if budget:

@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=50)
     args = parser.parse_args()
     name, store = setup_environment("dispatch")
-    from farm import Farm
+    from support.farm import Farm
 
     farm = Farm(store, FRESCO_TORCH_THREADS="2")
     try:

@@ -1,6 +1,7 @@
 """Shared pieces of the benchmarks: a scratch database and Redis db, the farm's processes
-(started with the documented commands through tests/farm.py), the bare pipeline loop the
-farm is compared with, and the table/JSON output. Not a test: run the scripts."""
+(started with the documented commands through the tests' support package, tests/support),
+the bare pipeline loop the farm is compared with, and the table/JSON output. Not a test:
+run the scripts."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,6 +17,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The benchmarks run the farm with the tests' helpers (support.farm, support.registry),
+# which pytest finds through its `pythonpath` setting; a script puts tests/ on the path.
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
 RESULTS = ROOT / "bench" / "results"
 PG = os.environ.get("FRESCO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_DB = int(os.environ.get("FRESCO_BENCH_REDIS_DB", "14"))
@@ -36,7 +41,6 @@ def setup_environment(tag: str) -> tuple[str, Path]:
     import redis
 
     redis.Redis(db=REDIS_DB).flushdb()
-    sys.path.insert(0, str(ROOT / "tests"))
     return name, store
 
 
@@ -52,22 +56,12 @@ def write_registry(path: Path, model: str, max_batch_cpu: int, extra_ids: tuple[
     """A copy of the shipped registry entry for ``model`` with another CPU batch size
     (and optional aliases of it under other ids: "two models that both fit"; an alias in
     ``batch_sizes`` gets its own batch size, e.g. a batch-1 twin of the model)."""
-    import tomllib
+    from support.registry import shipped_model
+    from support.registry import write_registry as write
 
-    raw = tomllib.loads((ROOT / "models" / "registry.toml").read_text())
-    entry = next(m for m in raw["models"] if m["id"] == model)
     sizes = {model: max_batch_cpu, **{i: max_batch_cpu for i in extra_ids}, **(batch_sizes or {})}
-    lines = [f'default = "{model}"']
-    for mid, b in sizes.items():
-        e = dict(entry, id=mid, max_batch={"cpu": b, "cuda": b})
-        src = e["source"]
-        if not src.startswith(("hub:", "s3://")) and not Path(src).is_absolute():
-            e["source"] = str((ROOT / "models" / src).resolve())
-        lines.append("[[models]]")
-        for k, v in e.items():
-            lines.append(f"{k} = {json.dumps(v) if not isinstance(v, dict) else '{ ' + ', '.join(f'{a} = {json.dumps(b)}' for a, b in v.items()) + ' }'}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write(path, *(shipped_model(model, id=mid, max_batch={"cpu": b, "cuda": b}) for mid, b in sizes.items()),
+                 default=model)
 
 
 def bare_pipeline(model: str, threads: int):

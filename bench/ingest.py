@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=100_000, help="items of the JSONL batch (0: skip)")
     args = parser.parse_args()
     name, store = setup_environment("ingest")
-    from farm import Farm
+    from support.farm import Farm
 
     farm = Farm(store, FRESCO_MAX_BODY_BYTES=str(256 * 1024 * 1024))
     try:

@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     name, store = setup_environment("overhead")
     try:
-        from farm import Farm
+        from support.farm import Farm
         from fresco.registry import get_registry
 
         model, model_1 = args.model, f"{args.model}-b1"

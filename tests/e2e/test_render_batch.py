@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from farm import png_size
+from support.images import png_size
 
 N = 16
 
@@ -61,8 +61,9 @@ def test_results_jsonl_echoes_custom_ids(running_farm):
 
 
 def test_same_seed_alone_and_in_a_batch_gives_the_same_image(running_farm):
-    """DESIGN.md: same seed + spec = same image whatever batch it rendered in: on a CPU,
-    identical pixels (the worker pads every call to one shape; see worker/sampler.py)."""
+    """Same seed + spec = same image whatever batch it rendered in (docs/design.md, "The job
+    spec and the batch signature"): on a CPU, identical pixels (the worker pads every call
+    to one shape; see worker/sampler.py)."""
     farm = running_farm
     spec = {"steps": 6, "scheduler": "euler_a", "width": 48, "height": 48}
     items = [{"prompt": f"a house number {i}", "seed": 9000 + i} for i in range(4)]

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import io
-import textwrap
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from farm import wait_until
+from support.registry import model
+from support.waiting import wait_until
 
 
 def _pixels(url: str) -> np.ndarray:
@@ -83,27 +83,8 @@ def test_scheduler_and_noise_schedule_change_the_image_without_a_reload(farm):
 
 
 def test_a_model_that_cannot_load_fails_its_jobs_and_others_keep_rendering(farm, tmp_path):
-    from fresco.settings import REPO_ROOT
-
-    registry = tmp_path / "registry.toml"
-    registry.write_text(textwrap.dedent(f"""
-        default = "tiny-sd"
-        [[models]]
-        id = "tiny-sd"
-        source = "{REPO_ROOT / 'models' / 'tiny-sd'}"
-        default_width = 64
-        default_height = 64
-        min_size = 32
-        default_steps = 4
-        [[models]]
-        id = "missing"
-        source = "{tmp_path / 'no-such-folder'}"
-        default_width = 64
-        default_height = 64
-        min_size = 32
-        default_steps = 4
-    """))
-    farm.env["FRESCO_MODELS"] = str(registry)
+    sizes = {"default_width": 64, "default_height": 64, "min_size": 32, "default_steps": 4}
+    farm.use_models(model("tiny-sd", **sizes), model("missing", source=tmp_path / "no-such-folder", **sizes))
     farm.start(workers=1)
     bad = farm.submit([{"prompt": "x"}, {"prompt": "y"}], defaults={"model": "missing"})
     good = farm.submit([{"prompt": "x"}, {"prompt": "y"}], defaults={"model": "tiny-sd"})

@@ -2,27 +2,17 @@
 results right after a reload."""
 from __future__ import annotations
 
-import textwrap
-
 import httpx
 import pytest
 
-from fresco.settings import REPO_ROOT
+from support.registry import model
+from support.waiting import wait_until
 
 
-def _registry(path, max_batch: int = 4):
-    entries = "".join(textwrap.dedent(f"""
-        [[models]]
-        id = "{mid}"
-        source = "{REPO_ROOT / 'models' / 'tiny-sd'}"
-        max_batch = {{ cpu = {max_batch}, cuda = {max_batch} }}
-        default_width = 32
-        default_height = 32
-        min_size = 32
-        default_steps = 2
-    """) for mid in ("model-a", "model-b"))
-    path.write_text('default = "model-a"\n' + entries)
-    return path
+def _two_models(max_batch: int = 4) -> list[dict]:
+    """The same weights (tiny-sd) under two ids."""
+    return [model(mid, max_batch={"cpu": max_batch, "cuda": max_batch}, default_width=32, default_height=32,
+                  min_size=32, default_steps=2) for mid in ("model-a", "model-b")]
 
 
 @pytest.mark.parametrize("budget,expect_evictions", [(None, False), (str(10 * 1024 * 1024), True)],
@@ -31,10 +21,9 @@ def test_alternating_models(farm, tmp_path, budget, expect_evictions):
     """Jobs submitted one by one, model-a, model-b, model-a, ..., at batch size 1: every
     call switches model. Two models that fit load twice in all; a budget for one evicts
     on every switch, and the images are still right."""
-    env = {"FRESCO_MODELS": str(_registry(tmp_path / "registry.toml", max_batch=1))}
+    farm.use_models(*_two_models(max_batch=1))
     if budget:
-        env["FRESCO_CACHE_BUDGET_BYTES"] = budget  # tiny-sd weighs about 7 MB
-    farm.env.update(env)
+        farm.env["FRESCO_CACHE_BUDGET_BYTES"] = budget  # tiny-sd weighs about 7 MB
     farm.start(workers=1)
     ids = [farm.http.post("/v1/jobs", json={"prompt": f"p{i // 2}", "seed": i // 2,
                                             "model": ("model-a", "model-b")[i % 2]}).json()["id"] for i in range(24)]
@@ -59,11 +48,9 @@ def test_alternating_models(farm, tmp_path, budget, expect_evictions):
 def test_preload_before_ready(farm, tmp_path):
     """FRESCO_PRELOAD loads models before the worker takes work; FRESCO_READY_FILE appears
     only then (a readiness probe), and the first job finds its model warm."""
-    from farm import wait_until
-
     ready = tmp_path / "ready"
-    farm.env.update(FRESCO_MODELS=str(_registry(tmp_path / "registry.toml")), FRESCO_PRELOAD="model-b",
-                    FRESCO_READY_FILE=str(ready))
+    farm.use_models(*_two_models())
+    farm.env.update(FRESCO_PRELOAD="model-b", FRESCO_READY_FILE=str(ready))
     farm.start_api()
     worker = farm.start_worker(wait_ready=False)
     wait_until(ready.exists, 120, "the ready file")

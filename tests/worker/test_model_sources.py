@@ -7,7 +7,6 @@ test uses the moto server over HTTP."""
 from __future__ import annotations
 
 import shutil
-import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from fresco.errors import ModelUnavailable
 from fresco.registry import load_registry
 from fresco.settings import REPO_ROOT, Settings
+from support.registry import model, write_registry
 from worker.model_cache import ModelCache
 from worker.sampler import render
 
@@ -24,17 +24,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _registry(tmp_path, source: str):
-    path = tmp_path / "registry.toml"
-    path.write_text(textwrap.dedent(f"""
-        default = "m"
-        [[models]]
-        id = "m"
-        source = "{source}"
-        default_width = 32
-        default_height = 32
-        min_size = 32
-        default_steps = 2
-    """))
+    path = write_registry(tmp_path / "registry.toml", model("m", source=source, default_width=32, default_height=32,
+                                                              min_size=32, default_steps=2))
     return load_registry(path)
 
 

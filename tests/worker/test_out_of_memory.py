@@ -1,26 +1,15 @@
 """Out of memory halves the batch instead of failing its jobs."""
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-from fresco.settings import REPO_ROOT
+from support.registry import model
 
 
 def test_out_of_memory_halves_the_batch(farm, tmp_path):
-    registry = tmp_path / "registry.toml"
-    registry.write_text(textwrap.dedent(f"""
-        [[models]]
-        id = "oom"
-        source = "{REPO_ROOT / 'models' / 'tiny-sd'}"
-        pipeline_class = "oom_pipeline:OomPipeline"
-        max_batch = {{ cpu = 8, cuda = 8 }}
-        default_width = 32
-        default_height = 32
-        min_size = 32
-        default_steps = 2
-    """))
-    farm.env.update(FRESCO_MODELS=str(registry), PYTHONPATH=str(Path(__file__).parent))
+    farm.use_models(model("oom", pipeline_class="oom_pipeline:OomPipeline", max_batch={"cpu": 8, "cuda": 8},
+                          default_width=32, default_height=32, min_size=32, default_steps=2))
+    farm.env.update(PYTHONPATH=str(Path(__file__).parent))
     farm.start(workers=1)
     batch = farm.wait_batch(farm.submit([{"prompt": f"p{i}", "seed": i} for i in range(8)])["id"], timeout=300)
     assert batch["status"] == "succeeded", batch

@@ -13,8 +13,6 @@ prints the figures for 4 seeds per prompt and 20 steps instead of 1 and 12
 import os
 from collections.abc import Iterator
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from pathlib import Path  # noqa: E402
 
 import diffusers  # noqa: E402

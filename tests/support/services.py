@@ -1,8 +1,8 @@
-"""Private services for fault-injection tests: a redis-server with AOF, a Postgres
-cluster, and an S3 server (moto) that keeps its objects across a restart; plus a farm
-(API and workers as processes) that runs on them. Each service can be stopped, killed,
-wiped and started again on the same port, so a test can do to it what operations
-incidents do, without touching the shared Postgres and Redis other tests use.
+"""Services the tests run themselves: an S3 server (moto), and for fault-injection tests
+a redis-server with AOF, a private Postgres cluster and an S3 server that keeps its objects
+across a restart. Each can be stopped, killed, wiped and started again on the same port,
+so a test can do to it what operations incidents do, without touching the shared Postgres
+and Redis other tests use.
 """
 from __future__ import annotations
 
@@ -19,14 +19,97 @@ from typing import Any
 
 import httpx
 
-from farm import BIN, ROOT, Farm, Proc, S3Server, free_port, wait_until
+from support.procs import BIN, ROOT, Proc, free_port
+from support.waiting import wait_until
+
+
+# --- S3 -----------------------------------------------------------------------------------
+
+class S3Server:
+    def __init__(self, log: Path, bucket: str = "fresco-test") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.bucket = bucket
+        self.log = log
+        self.proc: Proc | None = None
+
+    def env(self) -> dict[str, str]:
+        return {"FRESCO_STORAGE_URL": f"s3://{self.bucket}/results", "FRESCO_S3_ENDPOINT_URL": self.url,
+                "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test",
+                            aws_secret_access_key="test")
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = Proc("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], dict(os.environ), self.log)
+        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, 30, "moto_server to answer")
+        try:
+            self.client().create_bucket(Bucket=self.bucket)
+        except self.client().exceptions.BucketAlreadyOwnedByYou:
+            pass
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop(timeout=10)
+
+    def keys(self) -> list[str]:
+        out = []
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            out.extend(o["Key"] for o in page.get("Contents", []))
+        return out
+
+
+class PersistentS3(S3Server):
+    """moto_server keeps everything in memory; with its recorder on, every request is
+    appended to a file, and after a restart on the same port the recording is replayed
+    so the bucket and its objects are back as before: an outage, not a data loss."""
+
+    def __init__(self, folder: Path, bucket: str = "fresco-faults") -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        super().__init__(folder / "moto.log", bucket)
+        self.recording = folder / "moto-recording.jsonl"
+
+    def start(self) -> None:
+        env = {**os.environ, "MOTO_ENABLE_RECORDING": "1", "MOTO_RECORDER_FILEPATH": str(self.recording)}
+        self.proc = Proc("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], env, self.log)
+        wait_until(lambda: self.proc.alive() and httpx.get(self.url, timeout=1).status_code < 500, 30,
+                   "moto_server to answer")
+        if self.recording.exists() and self.recording.stat().st_size:
+            r = httpx.post(f"{self.url}/moto-api/recorder/replay-recording", timeout=120)
+            assert r.status_code == 200, r.text
+        try:
+            self.client().create_bucket(Bucket=self.bucket)
+        except self.client().exceptions.BucketAlreadyOwnedByYou:
+            pass
+
+    def kill(self) -> None:
+        """The server goes away at once: connections refused from now on."""
+        if self.proc:
+            self.proc.stop(signal.SIGKILL, timeout=10)
+
+    def up(self) -> bool:
+        try:
+            return httpx.get(self.url, timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def keys(self, prefix: str = "") -> list[str]:
+        out = []
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            out.extend(o["Key"] for o in page.get("Contents", []))
+        return out
 
 
 # --- Redis ------------------------------------------------------------------------------
 
 class RedisServer:
-    """``redis-server`` with an append-only file fsynced on every write (DESIGN.md:
-    "Redis with AOF and noeviction"), on its own port and folder."""
+    """``redis-server`` with an append-only file fsynced on every write and
+    ``maxmemory-policy noeviction`` (docs/design.md, "Delivery"), on its own
+    port and folder."""
 
     def __init__(self, folder: Path, port: int | None = None) -> None:
         self.folder = folder
@@ -86,10 +169,13 @@ class RedisServer:
 # --- Postgres ---------------------------------------------------------------------------
 
 class Database:
-    """One database of a cluster: the URL a farm is given, and a session to check it."""
+    """One database: the URL a farm is given, and a session to check it from outside
+    the farm (tests read jobs as Postgres holds them, lease owners included). ``cluster``:
+    the private cluster it lives in, if any."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cluster: "PostgresCluster | None" = None) -> None:
         self.url = url
+        self.cluster = cluster
         self._engine = None
 
     @property
@@ -173,7 +259,7 @@ class PostgresCluster:
             self.start()
         name = f"fresco_{uuid.uuid4().hex[:8]}"
         self._psql(f"CREATE DATABASE {name} TEMPLATE {self.TEMPLATE}")
-        db = Database(self.url(name))
+        db = Database(self.url(name), self)
         self.databases.append(db)
         return db
 
@@ -197,154 +283,3 @@ class PostgresCluster:
         except Exception:
             pass
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-# --- S3 -----------------------------------------------------------------------------------
-
-class PersistentS3(S3Server):
-    """moto_server keeps everything in memory; with its recorder on, every request is
-    appended to a file, and after a restart on the same port the recording is replayed
-    so the bucket and its objects are back as before: an outage, not a data loss."""
-
-    def __init__(self, folder: Path, bucket: str = "fresco-faults") -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        super().__init__(folder / "moto.log", bucket)
-        self.recording = folder / "moto-recording.jsonl"
-
-    def start(self) -> None:
-        env = {**os.environ, "MOTO_ENABLE_RECORDING": "1", "MOTO_RECORDER_FILEPATH": str(self.recording)}
-        self.proc = Proc("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], env, self.log)
-        wait_until(lambda: self.proc.alive() and httpx.get(self.url, timeout=1).status_code < 500, 30,
-                   "moto_server to answer")
-        if self.recording.exists() and self.recording.stat().st_size:
-            r = httpx.post(f"{self.url}/moto-api/recorder/replay-recording", timeout=120)
-            assert r.status_code == 200, r.text
-        try:
-            self.client().create_bucket(Bucket=self.bucket)
-        except self.client().exceptions.BucketAlreadyOwnedByYou:
-            pass
-
-    def kill(self) -> None:
-        """The server goes away at once: connections refused from now on."""
-        if self.proc:
-            self.proc.stop(signal.SIGKILL, timeout=10)
-
-    def up(self) -> bool:
-        try:
-            return httpx.get(self.url, timeout=1).status_code < 500
-        except httpx.HTTPError:
-            return False
-
-    def keys(self, prefix: str = "") -> list[str]:
-        out = []
-        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            out.extend(o["Key"] for o in page.get("Contents", []))
-        return out
-
-
-# --- the farm on private services -------------------------------------------------------
-
-# Short leases and sweeps so that faults recover in seconds on a 2-core machine.
-FAST = {
-    "FRESCO_LEASE_S": "6",
-    "FRESCO_HEARTBEAT_S": "1",
-    "FRESCO_SWEEP_INTERVAL_S": "1",
-    "FRESCO_REPUBLISH_AFTER_S": "2",
-    "FRESCO_TORCH_THREADS": "1",
-    "FRESCO_PRELOAD": "tiny-sd",
-    "FRESCO_SHUTDOWN_GRACE_S": "5",
-    "FRESCO_PROGRESS_INTERVAL_S": "0.1",
-}
-
-
-# The farm's models: tiny-sd alone (B=4 on a CPU), pinned here so that these scenarios
-# do not change with the repository's default model.
-REGISTRY = """
-default = "tiny-sd"
-
-[[models]]
-id = "tiny-sd"
-source = "{source}"
-dtype = {{ cpu = "float32", cuda = "float16" }}
-max_batch = {{ cpu = 4, cuda = 32 }}
-queue = "fresco.render"
-default_width = 32
-default_height = 32
-min_size = 32
-max_width = 128
-max_height = 128
-default_steps = 4
-max_steps = 50
-default_scheduler = "ddim"
-schedulers = ["ddim", "euler", "euler_a", "dpmpp_2m"]
-max_prompt_chars = 1000
-"""
-
-
-class ServiceFarm(Farm):
-    """A Farm whose API and workers use a database of their own in a private Postgres
-    cluster, a private Redis (and optionally a private S3), and the registry above. Keys
-    and assertions go to that database, never the session's; close() leaves it as it is
-    (nothing else uses it; the cluster is removed with the module)."""
-
-    def __init__(self, tmp: Path, pg: PostgresCluster, redis: RedisServer, **env: str) -> None:
-        self.pg = pg
-        self.db = pg.database()
-        self.redis = redis
-        self.store = tmp / "store"
-        registry = tmp / "registry.toml"
-        registry.write_text(REGISTRY.format(source=ROOT / "models" / "tiny-sd"))
-        super().__init__(tmp, **{**FAST, "FRESCO_DATABASE_URL": self.db.url, "FRESCO_BROKER_URL": redis.url,
-                                 "FRESCO_STORAGE_URL": f"file://{self.store}", "FRESCO_MODELS": str(registry),
-                                 **env})
-
-    def new_key(self, tenant: str) -> str:
-        from db import tenants
-
-        with self.db.session() as s:
-            return tenants.create_key(s, tenant=tenant)
-
-    def start_worker(self, name: str = "w1", wait_ready: bool = True, **env: str) -> Proc:
-        ready = self.tmp / f"{name}.ready"
-        ready.unlink(missing_ok=True)
-        proc = super().start_worker(name, wait_ready=False, FRESCO_READY_FILE=str(ready), **env)
-        if wait_ready:
-            self.wait_ready(proc)
-        return proc
-
-    def wait_ready(self, proc: Proc) -> None:
-        """Consuming, with its model loaded (FRESCO_READY_FILE is touched after preload)."""
-        ready = self.tmp / f"{proc.name}.ready"
-        wait_until(lambda: self._worker_ready(proc) and ready.exists(), 120, f"worker {proc.name} to be ready")
-
-    def start_workers(self, n: int, **env: str) -> list[Proc]:
-        """Start n workers at once and wait for all (they load their models in parallel)."""
-        procs = [self.start_worker(f"w{i + 1}", wait_ready=False, **env) for i in range(n)]
-        for p in procs:
-            self.wait_ready(p)
-        return procs
-
-    def logs(self) -> str:
-        return "".join(p.log.read_text() for p in self.procs.values() if p.log.exists())
-
-    def close(self) -> None:
-        # The test is over: no need for a graceful stop. The client's keep-alive
-        # connections close first (uvicorn waits for them); APIs get SIGTERM, workers
-        # (and their render children: one process group each) SIGKILL.
-        if self._http:
-            self._http.close()
-        for proc in self.procs.values():
-            if proc.name.startswith("api"):
-                proc.stop(signal.SIGTERM, timeout=10)
-            else:
-                proc.stop(signal.SIGKILL, timeout=10)
-
-    # --- what the tests assert --------------------------------------------------------
-
-    def files(self, prefix: str) -> list[str]:
-        """Objects stored under a key prefix (file:// storage), partial uploads excluded."""
-        root = self.store / prefix
-        if not root.exists():
-            return []
-        return sorted(str(p.relative_to(self.store)) for p in root.rglob("*")
-                      if p.is_file() and not p.name.startswith(".part-"))
