@@ -288,12 +288,12 @@ def test_scaledobject_shape():
     assert env.get(meta["connectionFromEnv"]) == ("secret", "fresco-secrets", "FRESCO_DATABASE_URL")
 
 
-def test_scaledobject_counts_queued_and_running_jobs(tmp_path):
+def test_scaledobject_counts_queued_and_running_jobs(farm):
     """KEDA's query, run on the migrated schema, counts the jobs a submission queues."""
     from sqlalchemy import text
 
     from db.session import session_scope
-    from farm import Farm
+    from support.farm import cancel_unfinished_jobs
 
     (scaled,) = of_kind("ScaledObject").values()
     query = scaled["spec"]["triggers"][0]["metadata"]["query"]
@@ -304,7 +304,7 @@ def test_scaledobject_counts_queued_and_running_jobs(tmp_path):
         assert isinstance(value, int), f"KEDA needs a number, the query returns {value!r}"
         return value
 
-    farm = Farm(tmp_path)  # no worker: the jobs stay queued
+    # no worker: the jobs stay queued
     try:
         farm.start_api()
         before = count()
@@ -318,7 +318,8 @@ def test_scaledobject_counts_queued_and_running_jobs(tmp_path):
         assert farm.http.post(f"/v1/jobs/{second['id']}/cancel").status_code == 200
         assert count() == before + 2
     finally:
-        farm.close()  # cancels them
+        farm.close()
+        cancel_unfinished_jobs(farm.db)
     assert count() == before
 
 
@@ -478,7 +479,8 @@ def test_flower_takes_its_login_from_the_environment_and_answers_healthchecks_wi
     import os
 
     import httpx
-    from farm import BIN, Proc, free_port, wait_until
+    from support.procs import BIN, Proc, free_port
+    from support.waiting import wait_until
 
     port = free_port()
     command = container("flower")["command"]

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from farm import ROOT, Farm, Proc, wait_until
+from support.farm import Farm
+from support.procs import ROOT, Proc
+from support.waiting import wait_until
 
 INTERVAL_S = 0.5  # FRESCO_LIVE_INTERVAL_S for these workers: stale after 6 x 0.5 s
 SLOW = {"width": 64, "height": 64, "steps": 30}  # several seconds for 4 jobs on a shared CPU
@@ -48,11 +50,11 @@ def probe_env(tmp: Path, preload: str) -> dict[str, str]:
             "FRESCO_LIVE_FILE": str(tmp / "run" / "live"), "FRESCO_LIVE_INTERVAL_S": str(INTERVAL_S)}
 
 
-def test_ready_after_preload_live_while_consuming_and_rendering_gone_on_stop(tmp_path):
+def test_ready_after_preload_live_while_consuming_and_rendering_gone_on_stop(tmp_path, farm):
     env = probe_env(tmp_path, "tiny-sd")
     ready, live = Path(env["FRESCO_READY_FILE"]), Path(env["FRESCO_LIVE_FILE"])
     commands = probe_commands()
-    farm = Farm(tmp_path, **env)
+    farm.env.update(**env)
     try:
         farm.start_api()
         worker = farm.start_worker("w1", wait_ready=False)
@@ -95,11 +97,11 @@ def test_ready_after_preload_live_while_consuming_and_rendering_gone_on_stop(tmp
         farm.close()
 
 
-def test_a_failed_preload_never_reports_ready(tmp_path):
+def test_a_failed_preload_never_reports_ready(tmp_path, farm):
     env = probe_env(tmp_path, "tiny-sd,no-such-model")
     ready = Path(env["FRESCO_READY_FILE"])
     commands = probe_commands()
-    farm = Farm(tmp_path, **env)
+    farm.env.update(**env)
     try:
         farm.start_api()
         worker = farm.start_worker("w1", wait_ready=False)
@@ -118,9 +120,9 @@ def test_a_failed_preload_never_reports_ready(tmp_path):
         farm.close()
 
 
-def test_the_standalone_sweeper_is_live_while_its_loop_turns(tmp_path):
+def test_the_standalone_sweeper_is_live_while_its_loop_turns(tmp_path, farm):
     live = tmp_path / "run" / "live"
-    farm = Farm(tmp_path, FRESCO_LIVE_FILE=str(live), FRESCO_SWEEP_INTERVAL_S="0.5",
+    farm.env.update(FRESCO_LIVE_FILE=str(live), FRESCO_SWEEP_INTERVAL_S="0.5",
                 FRESCO_LIVE_INTERVAL_S=str(INTERVAL_S))
     command = yaml.safe_load((ROOT / "infra" / "k8s" / "sweeper.yaml").read_text())[
         "spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["exec"]["command"]
@@ -137,16 +139,16 @@ def test_the_standalone_sweeper_is_live_while_its_loop_turns(tmp_path):
         sweeper.stop()
 
 
-def test_live_file_goes_stale_while_the_broker_is_gone_and_fresh_once_the_consumer_is_back(tmp_path):
+def test_live_file_goes_stale_while_the_broker_is_gone_and_fresh_once_the_consumer_is_back(tmp_path, farm):
     """The touches come from the consumer, not from a thread that runs regardless: with
     Redis down the worker consumes nothing and the probe says so; once Redis is back and
     the consumer has reconnected, it passes again. (A private redis-server, so the shared
     one other tests use is never stopped.)"""
-    from reliability.services import RedisServer
+    from support.services import RedisServer
 
     redis = RedisServer(tmp_path / "redis").start()
     env = probe_env(tmp_path, "")
-    farm = Farm(tmp_path, FRESCO_BROKER_URL=redis.url, **env)
+    farm.env.update(FRESCO_BROKER_URL=redis.url, **env)
     live = probe_commands()["live"]
     try:
         worker = farm.start_worker("w1", wait_ready=False)
