@@ -133,4 +133,15 @@ def test_openapi_documents_the_routes(client):
     body = spec["paths"]["/v1/batches"]["post"]["requestBody"]["content"]
     assert "application/jsonl" in body
     assert body["application/json"]["schema"]["$ref"] == "#/components/schemas/BatchCreate"
-    assert {"BatchCreate", "BatchItem", "SpecFields"} <= set(spec["components"]["schemas"])
+    assert {"BatchCreate", "BatchItem", "SpecFields", "JobCreate"} <= set(spec["components"]["schemas"])
+    job_body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert job_body["$ref"] == "#/components/schemas/JobCreate"
+    # the one decision about numbers, said where clients read the fields
+    fields = spec["components"]["schemas"]["JobCreate"]["properties"]
+    for name in ("width", "height", "steps", "seed"):
+        assert "not a string" in fields[name]["description"] and "not a boolean" in fields[name]["description"]
+    assert "integer is fine" in fields["guidance_scale"]["description"]
+    assert "32 levels" in fields["metadata"]["description"] and "16 KiB" in fields["metadata"]["description"]
+    batch = spec["components"]["schemas"]["BatchCreate"]["properties"]
+    assert "boolean or null is refused" in batch["priority"]["description"]
+    assert "16 KiB" in batch["metadata"]["description"]
