@@ -122,15 +122,22 @@ def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry,
     merged = {**defaults, **item}
     merged.pop("overrides", None)
     merged.update(overrides or {})
-    # What the item left to the defaults: an error there names defaults.<field>.
-    inherited = {k for k, v in defaults.items() if v is not None} - set(item) - set(overrides or {})
     try:
         fields = SpecFields.model_validate(merged).model_dump(exclude_none=True)
     except ValidationError as e:
         raise _pydantic_error(e, where) from None
-    spec = resolve(fields, registry, where=join(where, ""), inherited=inherited)
+    prefix = join(where, "")
+    try:
+        spec = resolve(fields, registry, where=prefix)
+    except InvalidSpec:
+        if not defaults:
+            raise
+        # What the item left to the defaults: an error there names defaults.<field>.
+        inherited = {k for k, v in defaults.items() if v is not None} - set(item) - set(overrides or {})
+        spec = resolve(fields, registry, where=prefix, inherited=inherited)  # raises, naming the right field
     metadata = fields.get("metadata")
-    check_metadata(metadata, "defaults.metadata" if "metadata" in inherited else join(where, "metadata"))
+    from_defaults = "metadata" not in item and "metadata" not in (overrides or {}) and metadata is not None
+    check_metadata(metadata, "defaults.metadata" if from_defaults else join(where, "metadata"))
     if spec["kind"] != "text-to-image":
         if images is None:
             raise InvalidSpec(f"{join(where, 'init_image')}: input images are not accepted here",

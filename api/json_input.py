@@ -20,9 +20,12 @@ import json
 import math
 from typing import Any
 
+import pydantic_core
+
 from fresco.errors import InvalidSpec
 from fresco.spec import MAX_JSON_DEPTH, MAX_METADATA_BYTES
 
+_SCALARS = frozenset((int, bool, type(None)))
 # Fields whose value is itself an object of fields (checked field by field, so each
 # field's own depth counts from its value, wherever the object sits).
 NESTED_FIELDS = ("defaults", "overrides")
@@ -46,7 +49,11 @@ def check_fields(obj: dict[str, Any], where: str) -> None:
     """Check every field of an item, a body or a batch header (see the module's rules)."""
     for name, value in obj.items():
         _check_string(name, f"{join(where, name)} (a field name)")
-        if name in NESTED_FIELDS and isinstance(value, dict):
+        if type(value) in _SCALARS:  # most fields: no walk (ingest does this per item)
+            continue
+        if type(value) is str:
+            _check_string(value, join(where, name))
+        elif name in NESTED_FIELDS and isinstance(value, dict):
             check_fields(value, join(where, name))
         else:
             check_value(value, join(where, name))
@@ -85,7 +92,7 @@ def check_metadata(value: Any, where: str) -> None:
     if not isinstance(value, dict):
         raise InvalidSpec(f"{where}: must be a JSON object", field=where)
     check_value(value, where)
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(pydantic_core.to_json(value))  # compact UTF-8 JSON, as the API serves it
     if size > MAX_METADATA_BYTES:
         raise InvalidSpec(f"{where}: is {size} bytes as JSON; at most {MAX_METADATA_BYTES} bytes", field=where)
 

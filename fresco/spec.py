@@ -130,7 +130,8 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "",
         raise fail("guidance_scale", f"{guidance} is outside 0..{entry.max_guidance} for model {entry.id}")
     scheduler = _given(fields, "scheduler", entry.default_scheduler)
     if scheduler not in entry.schedulers:
-        raise fail("scheduler", f"{scheduler!r} is not one of model {entry.id}'s schedulers: {', '.join(entry.schedulers)}")
+        raise fail("scheduler",
+                   f"{scheduler!r} is not one of model {entry.id}'s schedulers: {', '.join(entry.schedulers)}")
     beta = fields.get("beta_schedule")
     if beta is not None and beta not in BETA_SCHEDULES:
         raise fail("beta_schedule", f"{beta!r} is not one of {', '.join(BETA_SCHEDULES)}")

@@ -41,7 +41,8 @@ _BODY_DOC = {
 @router.post("", status_code=202, response_model=BatchPublic, openapi_extra=_BODY_DOC,
              summary="Submit a batch of jobs (JSON or JSONL)")
 def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: SessionDep, registry: RegistryDep,
-                 storage: StorageDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
+                 storage: StorageDep,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
     """`{"defaults": {spec…}, "items": [{prompt…, overrides, custom_id}], "priority"?, "webhook_url"?}`,
     or a JSONL body (one item a line). The whole batch is validated and recorded in one
     transaction: one bad item is a 422 naming it, and nothing is created. The same

@@ -174,7 +174,8 @@ ITEMS = st.one_of(st.lists(ITEM, min_size=1, max_size=3), st.lists(ITEM, min_siz
 HEADER_GOOD = {"defaults": spec(need_prompt=False, bad_fields=MOSTLY_GOOD), "priority": st.integers(-100, 100),
                "metadata": st.one_of(METADATA_GOOD, METADATA_GOOD, NASTY_METADATA),
                "webhook_url": st.sampled_from(["https://example.test/hook", None])}
-HEADER_BAD = {"defaults": st.one_of(WRONG, st.just("{}")), "priority": st.one_of(st.sampled_from([101, -101, 1.5]), WRONG),
+HEADER_BAD = {"defaults": st.one_of(WRONG, st.just("{}")),
+              "priority": st.one_of(st.sampled_from([101, -101, 1.5]), WRONG),
               "metadata": METADATA_BAD, "webhook_url": st.one_of(st.sampled_from(["ftp://x", "http://x\x00"]), WRONG),
               "items": WRONG, "colour": st.just(1)}
 
@@ -287,7 +288,7 @@ def expect_batch(head: dict, items: list):
         if "priority" in head:
             assert _same(head["priority"], batch["priority"]), (head["priority"], batch["priority"])
         if head.get("metadata") is not None:
-            assert _as_decimals(batch["metadata"]) == _as_decimals(head["metadata"]), (head["metadata"], batch["metadata"])
+            assert _as_decimals(batch["metadata"]) == _as_decimals(head["metadata"]), (head, batch["metadata"])
         _metadata_bounded(batch["metadata"])
         defaults = head.get("defaults", {})
         assert isinstance(defaults, dict), defaults
@@ -371,7 +372,8 @@ def _with_upload(body: object, ref: str) -> object:
 def test_post_job(client, upload_ref, body):
     before = _rows()
     raw = dumps(_with_upload(body, upload_ref))
-    r = client.post("/v1/jobs", content=raw.encode("utf-8", "surrogatepass"), headers={"Content-Type": "application/json"})
+    r = client.post("/v1/jobs", content=raw.encode("utf-8", "surrogatepass"),
+                    headers={"Content-Type": "application/json"})
     check(client, "POST /v1/jobs", r, before, expect=r.status_code < 300 and expect_job(json.loads(raw)))
 
 
