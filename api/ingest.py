@@ -109,12 +109,16 @@ def _shown(value: Any) -> str:
 
 
 def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry,
-           images: ImageInputs | None = None) -> NewJob:
-    """One item (or a job body, with ``where=""``) merged over the batch's defaults, checked
-    and resolved against the registry. ``defaults`` were checked by validate_header."""
+           images: ImageInputs | None = None, *, batch_item: bool = True) -> NewJob:
+    """One batch item (or, with ``batch_item=False``, a job body) merged over the batch's
+    defaults, checked and resolved against the registry. ``defaults`` were checked by
+    validate_header."""
     if not isinstance(item, dict):
         raise InvalidSpec(f"{where or 'body'}: must be an object with at least a prompt", field=where or "body")
     check_fields(item, where)
+    if not batch_item and "overrides" in item:  # a batch item's field only
+        raise InvalidSpec(f"{join(where, 'overrides')}: unknown field (overrides belong to batch items)",
+                          field=join(where, "overrides"))
     overrides = item.get("overrides")
     if overrides is not None and not isinstance(overrides, dict):
         raise InvalidSpec(f"{join(where, 'overrides')}: must be an object of spec fields",

@@ -108,6 +108,8 @@ def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, stora
 
 
 def _results_lines(batch_id: uuid.UUID, storage: Storage) -> Iterator[bytes]:
+    # Its own session: the stream is read after the request's session has closed (that one
+    # ends before the response is sent, api/deps.py), a chunk of jobs at a time.
     with session_scope() as s:
         for job in jobs_db.iter_batch_jobs(s, batch_id=batch_id):
             ok = job.status == "succeeded" and job.result_key

@@ -30,7 +30,7 @@ def create_job(raw: RawBody, tenant: TenantDep, session: SessionDep, registry: R
                storage: StorageDep) -> dict:
     """Validate the spec against the model registry, record the job, publish it after
     commit. The seed is chosen and recorded when absent."""
-    job = to_job({}, decode(raw, "body"), "body", registry, ImageInputs(storage, tenant))
+    job = to_job({}, decode(raw, "body"), "body", registry, ImageInputs(storage, tenant), batch_item=False)
     demand = jobs_db.copy_jobs(session, tenant_id=tenant, batch_id=None, priority=0,
                                max_attempts=get_settings().max_attempts, jobs=[job])
     view = servable(JobPublic, job_public(_job_or_404(session, tenant, job.id), storage))
