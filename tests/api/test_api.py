@@ -145,3 +145,28 @@ def test_openapi_documents_the_routes(client):
     batch = spec["components"]["schemas"]["BatchCreate"]["properties"]
     assert "boolean or null is refused" in batch["priority"]["description"]
     assert "16 KiB" in batch["metadata"]["description"]
+
+
+def test_one_request_holds_one_database_session(client, monkeypatch):
+    """The tenant lookup and the handler share the request's session (issue 9)."""
+    from api import deps
+
+    opened = []
+    real = deps.open_session
+
+    def counting():
+        opened.append(1)
+        return real()
+    monkeypatch.setattr(deps, "open_session", counting)
+    job = client.post("/v1/jobs", json={"prompt": "one session", "steps": 1}).json()
+    assert len(opened) == 1
+    batch = client.post("/v1/batches", json={"items": [{"prompt": "a"}, {"prompt": "b"}]}).json()
+    assert len(opened) == 2
+    for method, path in (("get", f"/v1/jobs/{job['id']}"),
+                         ("get", f"/v1/batches/{batch['id']}"), ("get", f"/v1/batches/{batch['id']}/jobs"),
+                         ("get", "/v1/models"), ("post", f"/v1/jobs/{job['id']}/cancel"),
+                         ("post", f"/v1/batches/{batch['id']}/cancel"), ("post", f"/v1/batches/{batch['id']}/retry")):
+        before = len(opened)
+        r = getattr(client, method)(path)
+        assert r.status_code < 500, r.text
+        assert len(opened) - before == 1, (path, len(opened) - before)
