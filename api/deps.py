@@ -1,27 +1,49 @@
 """Request dependencies as Annotated aliases: the session, the caller's tenant, the
-registry and the storage."""
+registry, the storage and the raw body.
+
+One request holds one database session: the tenant lookup and the handler share it
+(FastAPI caches a dependency per request). It commits when the handler and the response's
+serialization are done, before the response is sent (``scope="function"``), and rolls
+back on any error: a response that cannot be built leaves nothing behind. A handler that
+must act after commit (publish to the broker, answer a cancel with the committed state)
+calls ``session.commit()`` itself and goes on in a new transaction."""
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
+from api import url_secret
 from db import tenants
-from db.session import session_scope
+from db.session import open_session
 from fresco.errors import Unauthorized
 from fresco.registry import Registry, get_registry
 from fresco.storage import Storage, open_storage
 
 
 def get_session() -> Iterator[Session]:
-    with session_scope() as session:
-        yield session
+    with open_session() as session:
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        session.commit()
 
 
-def get_tenant(session: Annotated[Session, Depends(get_session)],
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, for routes that decode it themselves (api/json_input.py): over the
+    size limit it is a 413 from api/limits.py."""
+    return await request.body()
+
+
+def get_tenant(session: SessionDep,
                authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None) -> uuid.UUID:
     if not authorization:
         raise Unauthorized("missing Authorization header: send `Authorization: Bearer <API key>`")
@@ -40,11 +62,11 @@ _storage: Storage | None = None
 def get_storage() -> Storage:
     global _storage
     if _storage is None:
-        _storage = open_storage()
+        _storage = open_storage(signing_secret=url_secret.current)
     return _storage
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
 TenantDep = Annotated[uuid.UUID, Depends(get_tenant)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
+RawBody = Annotated[bytes, Depends(read_body)]

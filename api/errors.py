@@ -59,6 +59,13 @@ def install(app: FastAPI) -> None:
         return error_response(503, "service_unavailable", "the database is unavailable; retry later",
                               {"Retry-After": RETRY_AFTER_S})
 
+    @app.exception_handler(Exception)
+    async def _broken(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input (that is a 4xx before anything is stored): still the
+        # contract's error shape, and the traceback in the log.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "the farm failed on this request; it is logged")
+
     @app.exception_handler(redis.exceptions.ConnectionError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         return error_response(503, "service_unavailable", "the broker is unavailable; retry later",

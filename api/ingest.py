@@ -19,6 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.image_inputs import ImageInputs
+from api.json_input import check_fields, check_metadata, decode, join
+from api.schemas import check_servable
 from db import jobs as jobs_db
 from db.jobs import Demand, NewJob
 from db.models import Batch
@@ -32,57 +34,23 @@ BATCH_FIELDS = {"defaults", "items", "priority", "webhook_url", "metadata"}
 
 def _pydantic_error(e: ValidationError, where: str) -> InvalidSpec:
     err = e.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "item"
-    return InvalidSpec(f"{where}{field}: {err['msg']}", field=f"{where}{field}")
-
-
-def _decode(line: bytes | str, where: str) -> Any:
-    try:
-        return json.loads(line)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidSpec(f"{where}: not valid JSON ({e})", field=where) from None
-    except RecursionError:  # "[[[[…" nested deeper than the parser recurses
-        raise InvalidSpec(f"{where}: JSON nested too deeply", field=where) from None
-
-
-def check_text(value: Any, where: str) -> None:
-    """Reject strings Postgres cannot store, naming where they are: a NUL character
-    (text and jsonb refuse it) or a lone UTF-16 surrogate (JSON's ``\\ud800`` escapes
-    decode to one; it has no UTF-8 encoding). Anywhere in an item or a batch's fields:
-    prompts, custom ids, metadata keys and values. Walks iteratively: nesting depth is
-    the client's choice."""
-    stack: list[tuple[str, Any]] = [(where, value)]
-    while stack:
-        path, v = stack.pop()
-        if isinstance(v, str):
-            _check_string(v, path)
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                _check_string(str(k), f"{path} key")
-                stack.append((f"{path}.{k}", x))
-        elif isinstance(v, (list, tuple)):
-            stack.extend((f"{path}[{i}]", x) for i, x in enumerate(v))
-
-
-def _check_string(s: str, path: str) -> None:
-    if "\x00" in s:
-        raise InvalidSpec(f"{path}: must not contain a NUL character", field=path)
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidSpec(f"{path}: must be valid Unicode text (a lone surrogate such as \\ud800 is not)",
-                          field=path) from None
+    field = join(where, ".".join(str(p) for p in err["loc"])) or "body"
+    message = f"{field}: {err['msg']}"
+    if err["type"].endswith("_type"):  # strict types: show what was sent ("64" for an integer)
+        message += f", not {_shown(err.get('input'))}"
+    return InvalidSpec(message, field=field)
 
 
 def parse_json_body(raw: bytes) -> tuple[dict[str, Any], list[Any]]:
     """``{"defaults", "items", "priority", "webhook_url", "metadata"}`` -> (header, items)."""
-    body = _decode(raw, "body")
+    body = decode(raw, "body")
     if not isinstance(body, dict):
         raise InvalidSpec("body: must be a JSON object with an `items` list", field="body")
     unknown = set(body) - BATCH_FIELDS
     if unknown:
-        raise InvalidSpec(f"body: unknown field {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(BATCH_FIELDS))})",
-                          field=sorted(unknown)[0])
+        name = sorted(unknown)[0]
+        check_fields({name: None}, "")  # a field name Postgres cannot even echo back
+        raise InvalidSpec(f"body: unknown field {name!r} (allowed: {', '.join(sorted(BATCH_FIELDS))})", field=name)
     items = body.pop("items", None)
     if not isinstance(items, list):
         raise InvalidSpec("items: must be a list of items", field="items")
@@ -97,7 +65,7 @@ def iter_jsonl(raw: bytes) -> tuple[dict[str, Any], Iterator[tuple[str, Any]]]:
     first = next(lines, None)
     pending: list[tuple[int, bytes]] = []
     if first is not None:
-        obj = _decode(first[1], f"line {first[0]}")
+        obj = decode(first[1], f"line {first[0]}")
         if isinstance(obj, dict) and obj and set(obj) <= BATCH_FIELDS - {"items"}:
             header = obj
         else:
@@ -105,59 +73,82 @@ def iter_jsonl(raw: bytes) -> tuple[dict[str, Any], Iterator[tuple[str, Any]]]:
 
     def items() -> Iterator[tuple[str, Any]]:
         for number, line in pending:
-            yield f"line {number}", _decode(line, f"line {number}")
+            yield f"line {number}", decode(line, f"line {number}")
         for number, line in lines:
-            yield f"line {number}", _decode(line, f"line {number}")
+            yield f"line {number}", decode(line, f"line {number}")
     return header, items()
 
 
 def validate_header(header: dict[str, Any]) -> tuple[dict[str, Any], int, str | None, dict | None]:
-    """(defaults as given, priority, webhook_url, metadata)"""
-    for name, value in header.items():
-        check_text(value, name)
-    defaults = header.get("defaults") or {}
+    """(defaults as given, priority, webhook_url, metadata). Each field is what it says or
+    a 422: a missing field takes its default, a wrong one is never replaced by it."""
+    check_fields(header, "")
+    defaults = header.get("defaults", {})
     if not isinstance(defaults, dict):
-        raise InvalidSpec("defaults: must be an object of spec fields", field="defaults")
+        raise InvalidSpec(f"defaults: must be an object of spec fields, not {_shown(defaults)}", field="defaults")
     try:
         SpecFields.model_validate(defaults)
     except ValidationError as e:
-        raise _pydantic_error(e, "defaults.") from None
-    priority = header.get("priority", 0) or 0
+        raise _pydantic_error(e, "defaults") from None
+    priority = header.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool) or not -100 <= priority <= 100:
-        raise InvalidSpec("priority: must be an integer in -100..100", field="priority")
+        raise InvalidSpec(f"priority: must be a JSON integer in -100..100 (not a string, boolean or null), "
+                          f"not {_shown(priority)}", field="priority")
     webhook = header.get("webhook_url")
     if webhook is not None and (not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
                                 or len(webhook) > 2000):
         raise InvalidSpec("webhook_url: must be an http(s) URL of at most 2000 characters", field="webhook_url")
     metadata = header.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidSpec("metadata: must be a JSON object", field="metadata")
+    check_metadata(metadata, "metadata")
     return defaults, priority, webhook, metadata
 
 
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry,
-           images: ImageInputs | None = None) -> NewJob:
+           images: ImageInputs | None = None, *, batch_item: bool = True) -> NewJob:
+    """One batch item (or, with ``batch_item=False``, a job body) merged over the batch's
+    defaults, checked and resolved against the registry. ``defaults`` were checked by
+    validate_header."""
     if not isinstance(item, dict):
-        raise InvalidSpec(f"{where}: must be an object with at least a prompt", field=where)
-    check_text(item, where)
+        raise InvalidSpec(f"{where or 'body'}: must be an object with at least a prompt", field=where or "body")
+    check_fields(item, where)
+    if not batch_item and "overrides" in item:  # a batch item's field only
+        raise InvalidSpec(f"{join(where, 'overrides')}: unknown field (overrides belong to batch items)",
+                          field=join(where, "overrides"))
+    overrides = item.get("overrides")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise InvalidSpec(f"{join(where, 'overrides')}: must be an object of spec fields",
+                          field=join(where, "overrides"))
     merged = {**defaults, **item}
-    overrides = merged.pop("overrides", None)
-    if overrides is not None:
-        if not isinstance(overrides, dict):
-            raise InvalidSpec(f"{where}.overrides: must be an object of spec fields", field=f"{where}.overrides")
-        merged.update(overrides)
+    merged.pop("overrides", None)
+    merged.update(overrides or {})
     try:
         fields = SpecFields.model_validate(merged).model_dump(exclude_none=True)
     except ValidationError as e:
-        raise _pydantic_error(e, f"{where}.") from None
-    spec = resolve(fields, registry, where=f"{where}.")
+        raise _pydantic_error(e, where) from None
+    prefix = join(where, "")
+    try:
+        spec = resolve(fields, registry, where=prefix)
+    except InvalidSpec:
+        if not defaults:
+            raise
+        # What the item left to the defaults: an error there names defaults.<field>.
+        inherited = {k for k, v in defaults.items() if v is not None} - set(item) - set(overrides or {})
+        spec = resolve(fields, registry, where=prefix, inherited=inherited)  # raises, naming the right field
+    metadata = fields.get("metadata")
+    from_defaults = "metadata" not in item and "metadata" not in (overrides or {}) and metadata is not None
+    check_metadata(metadata, "defaults.metadata" if from_defaults else join(where, "metadata"))
     if spec["kind"] != "text-to-image":
         if images is None:
-            raise InvalidSpec(f"{where}.init_image: input images are not accepted here", field=f"{where}.init_image")
-        images.apply(spec, f"{where}.")
+            raise InvalidSpec(f"{join(where, 'init_image')}: input images are not accepted here",
+                              field=join(where, "init_image"))
+        images.apply(spec, join(where, ""))
     return NewJob(id=uuid.uuid4(), model=spec["model"], queue=registry.get(spec["model"]).queue,
-                  signature=signature(spec), spec=spec, custom_id=fields.get("custom_id"),
-                  metadata=fields.get("metadata"))
+                  signature=signature(spec), spec=spec, custom_id=fields.get("custom_id"), metadata=metadata)
 
 
 def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, Any],
@@ -188,7 +179,9 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
             count += 1
             if count > settings.max_batch_items:
                 raise PayloadTooLarge(f"items: more than {settings.max_batch_items} items in one batch")
-            yield to_job(defaults, item, where, registry, images)
+            job = to_job(defaults, item, where, registry, images)
+            check_servable(job, where)
+            yield job
 
     demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
                                max_attempts=settings.max_attempts, jobs=jobs())

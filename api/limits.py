@@ -1,5 +1,10 @@
-"""Request bodies are bounded (413): by Content-Length before reading, and by counting
-while streaming when the client sends none."""
+"""Request bodies are bounded (413) on every route: by Content-Length before reading, and
+by counting while streaming when the client sends none (chunked).
+
+Past the limit, reading raises BodyTooLarge; whatever the app then answers, the client
+gets the 413. A route's own body parsing may catch the exception and answer something
+else (FastAPI turns any error while it parses a declared body into a 400): the answer
+is replaced, so no route can turn an oversize body into another status."""
 from __future__ import annotations
 
 import json
@@ -30,19 +35,25 @@ class BodyLimit:
                     await self._reject(send)
                     return
         seen = 0
-        started = False
+        too_large = started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    too_large = True
                     raise BodyTooLarge()
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large:  # the app answered after the limit was hit: the answer is the 413
+                if not started:
+                    started = True
+                    await self._reject(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from api import errors
 from api.limits import BodyLimit
 from api.routes import batches, files, health, jobs, models, uploads
-from api.schemas import BatchCreate
+from api.schemas import BatchCreate, JobCreate
 from fresco.registry import get_registry
 from fresco.settings import get_settings
 
@@ -34,15 +34,17 @@ _generated_openapi = app.openapi
 
 
 def _openapi() -> dict:
-    """The generated document plus the batch body's schema: POST /v1/batches reads its raw
-    body (JSON or JSONL, streamed into COPY), so FastAPI does not register BatchCreate."""
+    """The generated document plus the request bodies' schemas: POST /v1/jobs and
+    POST /v1/batches read their raw bodies (api/json_input.py; a batch streams into COPY),
+    so FastAPI registers neither JobCreate nor BatchCreate."""
     if app.openapi_schema is None:
         schema = _generated_openapi()
-        batch = BatchCreate.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, definition in batch.pop("$defs", {}).items():
-            components.setdefault(name, definition)
-        components["BatchCreate"] = batch
+        for model in (JobCreate, BatchCreate):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in body.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components[model.__name__] = body
     return app.openapi_schema
 
 

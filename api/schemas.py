@@ -7,11 +7,14 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
-from db.jobs import BatchStats
+from db.jobs import BatchStats, NewJob
 from db.models import Batch, Job
-from fresco.spec import SpecFields
+from fresco.errors import InvalidSpec
+from fresco.spec import MAX_JSON_DEPTH, MAX_METADATA_BYTES, SpecFields
 from fresco.storage import Storage
 
 
@@ -27,13 +30,15 @@ class BatchItem(SpecFields):
 
 
 class BatchCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Documents the JSON body of POST /v1/batches (api/ingest.py reads it, streaming)."""
 
-    defaults: SpecFields | None = Field(default=None, description="Spec fields every item starts from.")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    defaults: SpecFields = Field(default=None, description="Spec fields every item starts from: an object (leave it out for none; null, a list or a string is refused).")
     items: list[BatchItem] = Field(description="One job per item (at least 1, at most FRESCO_MAX_BATCH_ITEMS).")
-    priority: int | None = Field(default=None, ge=-100, le=100, description="Higher runs first (default 0).")
+    priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first (default 0). A JSON integer: a string such as \"5\", a boolean or null is refused.")
     webhook_url: str | None = Field(default=None, max_length=2000, description="Recorded; called back by the webhooks feature.")
-    metadata: dict[str, Any] | None = Field(default=None, description="Your own JSON object, echoed back.")
+    metadata: dict[str, Any] | None = Field(default=None, description=f"Your own JSON object, echoed back: at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON, nested at most {MAX_JSON_DEPTH} levels, finite numbers only.")
 
 
 class Progress(BaseModel):
@@ -130,11 +135,31 @@ def job_public(job: Job, storage: Storage, queue_position: int | None = None) ->
     }
 
 
+def servable(model: type[BaseModel], view: dict[str, Any]) -> dict[str, Any]:
+    """``view`` through the public model and out as JSON, as a response serves it: a
+    write calls this before it commits, so nothing is committed that cannot be served."""
+    return model.model_validate(view).model_dump(mode="json")
+
+
+def check_servable(job: NewJob, where: str) -> None:
+    """A new job's stored form (spec, metadata, custom id) as its GET will serve it.
+    Bad input is refused before this by the checks that name its field; this is the
+    backstop for whatever they do not foresee, and it fails the request, not the reads."""
+    try:
+        # the serializer JobPublic's responses go through; the types are ours by construction
+        pydantic_core.to_json({"spec": job.spec, "metadata": job.metadata, "custom_id": job.custom_id})
+    except (ValueError, PydanticSerializationError, RecursionError) as e:
+        field = where or "body"
+        raise InvalidSpec(f"{field}: cannot be stored as given ({str(e).splitlines()[0][:200]})", field=field) from None
+
+
 def batch_status(batch: Batch, counts: dict[str, int]) -> str:
+    """Never contradicts the counts: a batch whose jobs all succeeded is `succeeded` even
+    if a cancel came while its last jobs were finishing; `canceled` needs a canceled job."""
     if counts["queued"] or counts["running"]:
         started = counts["running"] + counts["succeeded"] + counts["failed"] + counts["canceled"]
         return "running" if started else "queued"
-    if batch.canceled:
+    if batch.canceled and counts["canceled"]:
         return "canceled"
     if counts["succeeded"] == batch.total:
         return "succeeded"

@@ -5,8 +5,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Identity, Index, Integer, String, Text,
-                        UniqueConstraint, func, text)
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Identity, Index, Integer,
+                        LargeBinary, SmallInteger, String, Text, UniqueConstraint, func, text)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -121,3 +121,16 @@ class ModelStatus(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class UrlSigningSecret(Base):
+    """The key the API signs file URLs with when FRESCO_URL_SECRET is unset: random bytes
+    made once by the first API process to need them; one row, so every process agrees."""
+
+    __tablename__ = "url_signing_secret"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("id = 1", name="ck_url_signing_secret_one_row"),)

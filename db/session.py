@@ -33,6 +33,12 @@ def session_scope() -> Iterator[Session]:
             yield session
 
 
+def open_session() -> Session:
+    """A session that begins its transaction on first use; the caller commits or rolls
+    back (the API's per-request session, api/deps.py)."""
+    return _factory()()
+
+
 def reset_engine() -> None:
     """Drop pooled connections (after fork: a child must not share its parent's sockets)."""
     if get_engine.cache_info().currsize:

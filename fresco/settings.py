@@ -10,16 +10,10 @@ import functools
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-# A placeholder that marks "no secret configured": the file-URL signing secret falls back
-# to one derived from the database URL so a single-machine setup works out of the box,
-# but a deployment is expected to set FRESCO_URL_SECRET (compose and k8s do).
-_DERIVED = "derive-from-database-url"
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRESCO_", extra="ignore")
@@ -42,7 +36,10 @@ class Settings(BaseSettings):
     # Public base URL used to build absolute links to files the API serves itself
     # (file:// storage). Defaults to api_url.
     public_url: str | None = None
-    url_secret: str = _DERIVED
+    # HMAC key for the file URLs the API signs (file:// storage). Unset, the API makes 32
+    # random bytes once and keeps them in Postgres, so every API process agrees and nobody
+    # can derive them from the configuration (api/url_secret.py). Set, it wins.
+    url_secret: SecretStr | None = None
     result_url_ttl_s: int = 3600
     max_body_bytes: int = 64 * 1024 * 1024
     max_batch_items: int = 100_000
@@ -105,16 +102,16 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + v[len(prefix):]
         return v
 
+    @field_validator("url_secret")
+    @classmethod
+    def _empty_is_unset(cls, v: SecretStr | None) -> SecretStr | None:
+        # FRESCO_URL_SECRET= (empty) must not become an empty HMAC key.
+        return None if v is not None and not v.get_secret_value() else v
+
     @property
     def libpq_url(self) -> str:
         """The database URL without SQLAlchemy's driver suffix (for psql, psycopg)."""
         return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-    @property
-    def signing_secret(self) -> bytes:
-        if self.url_secret == _DERIVED:
-            return ("fresco-url-signing:" + self.database_url).encode()
-        return self.url_secret.encode()
 
     @property
     def base_url(self) -> str:

@@ -1,13 +1,20 @@
 """The job spec: what one image is rendered from.
 
 Two layers, like diffusers' ``check_inputs``: :class:`SpecFields` checks what needs no
-registry (types, non-empty prompt, no NUL byte); :func:`resolve` applies the model's
-defaults and limits and returns the complete spec stored in Postgres. Every error names
-the field and shows the limit.
+registry (strict JSON types, bounds that hold for every model, no NUL byte);
+:func:`resolve` applies the model's defaults and limits and returns the complete spec
+stored in Postgres. Every error names the field and shows the limit.
+
+Types are strict, decided once for every body format: a number must be a JSON number
+(``"64"`` is refused), an integer field takes only integers (``64.0`` is refused), a
+boolean is never a number, and ``null`` means the same as leaving the field out. A value
+is refused rather than replaced: ``width: 0`` or ``scheduler: ""`` is a 422, never the
+model's default.
 """
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,7 +24,12 @@ from fresco.registry import BETA_SCHEDULES, OUTPUT_FORMATS, ModelEntry, Registry
 
 MAX_SEED = 2**63 - 1
 MAX_CUSTOM_ID = 256
+# The caller's own JSON (``metadata``, on a job and on a batch) is bounded at the edge so
+# that whatever is stored can be served back: 16 KiB as compact UTF-8 JSON, and nesting
+# well inside what the JSON encoders on the way out recurse through (pydantic-core's
+# serializer gives up near 255 levels).
 MAX_METADATA_BYTES = 16 * 1024
+MAX_JSON_DEPTH = 32
 
 # Fields that change the shape of the pipeline call: jobs agreeing on all of them can
 # share one sampling call. Everything else (prompt, negative prompt, seed, format) is
@@ -26,27 +38,33 @@ SIGNATURE_FIELDS = ("model", "kind", "width", "height", "steps", "scheduler", "b
                     "strength")
 
 
+_INT = "A JSON integer (not a string such as \"64\", not 64.0, not a boolean)."
+_NUM = "A JSON number (an integer is fine; not a string, not a boolean, finite)."
+
+
 class SpecFields(BaseModel):
-    """A spec as a client writes it: every field optional but the prompt."""
+    """A spec as a client writes it: every field optional but the prompt. ``null`` is the
+    same as leaving a field out."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: no "64" for 64, no true for 1; ints are still accepted for float fields.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    model: str | None = Field(default=None, description="Model id from GET /v1/models; default: the registry's default model.")
+    model: str | None = Field(default=None, description="Model id from GET /v1/models; default: the registry's default model. An empty string is refused.")
     prompt: str | None = Field(default=None, description="What to draw. Non-empty, no NUL, at most the model's max_prompt_chars.")
     negative_prompt: str | None = Field(default=None, description="What to steer away from (replaces the empty unconditional prompt).")
-    width: int | None = Field(default=None, description="Pixels, a multiple of 8 within the model's limits.")
-    height: int | None = Field(default=None, description="Pixels, a multiple of 8 within the model's limits.")
-    steps: int | None = Field(default=None, description="Sampling steps, 1..the model's max_steps.")
-    guidance_scale: float | None = Field(default=None, description="Classifier-free guidance, 0..the model's max_guidance_scale.")
-    scheduler: str | None = Field(default=None, description="One of the model's schedulers (ddim, ddpm, pndm, euler, euler_a, heun, dpmpp_2m, dpmpp_sde, unipc, lcm).")
+    width: int | None = Field(default=None, gt=0, description=f"Pixels, a multiple of 8 within the model's min_size..max_width. {_INT}")
+    height: int | None = Field(default=None, gt=0, description=f"Pixels, a multiple of 8 within the model's min_size..max_height. {_INT}")
+    steps: int | None = Field(default=None, ge=1, description=f"Sampling steps, 1..the model's max_steps. {_INT}")
+    guidance_scale: float | None = Field(default=None, ge=0, description=f"Classifier-free guidance, 0..the model's max_guidance_scale. {_NUM}")
+    scheduler: str | None = Field(default=None, description="One of the model's schedulers (ddim, ddpm, pndm, euler, euler_a, heun, dpmpp_2m, dpmpp_sde, unipc, lcm). An empty string is refused.")
     beta_schedule: str | None = Field(default=None, description="Noise schedule override: linear, scaled_linear or cosine.")
-    seed: int | None = Field(default=None, description="0..2^63-1; chosen and recorded when absent. Same seed + spec = same image.")
-    output_format: str | None = Field(default=None, description="png (default), webp or jpeg.")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description=f"0..2^63-1; chosen and recorded when absent. Same seed + spec = same image. {_INT}")
+    output_format: str | None = Field(default=None, description="png (default), webp or jpeg. An empty string is refused.")
     init_image: str | None = Field(default=None, description="Image-to-image / inpainting input: `upload:ID` from POST /v1/uploads, or base64 (PNG, JPEG, WebP).")
     mask_image: str | None = Field(default=None, description="Inpainting mask (white = repaint), as init_image; needs init_image.")
-    strength: float | None = Field(default=None, description="Image-to-image: how far from init_image, (0, 1]; default 0.8.")
+    strength: float | None = Field(default=None, gt=0, le=1, description=f"Image-to-image: how far from init_image, (0, 1]; default 0.8. int(steps × strength) must be at least 1. {_NUM}")
     custom_id: str | None = Field(default=None, description="Your own reference, echoed back.")
-    metadata: dict[str, Any] | None = Field(default=None, description="Your own JSON object, echoed back (16 KiB at most).")
+    metadata: dict[str, Any] | None = Field(default=None, description=f"Your own JSON object, echoed back: at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON, nested at most {MAX_JSON_DEPTH} levels, finite numbers only.")
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
@@ -63,77 +81,86 @@ class SpecFields(BaseModel):
         return v
 
 
-def _fail(prefix: str, field: str, message: str) -> InvalidSpec:
+def _fail(prefix: str, field: str, message: str, inherited: Collection[str] = ()) -> InvalidSpec:
+    if field in inherited:  # the value came from the batch's defaults: name where to fix it
+        where = prefix.rstrip(".")
+        return InvalidSpec(f"defaults.{field} (applied to {where}): {message}", field=f"defaults.{field}")
     return InvalidSpec(f"{prefix}{field}: {message}", field=f"{prefix}{field}")
 
 
-def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "") -> dict[str, Any]:
+def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "",
+            inherited: Collection[str] = ()) -> dict[str, Any]:
     """Apply registry defaults and limits; return the complete spec or raise InvalidSpec.
 
     ``fields`` is a SpecFields dump with unset fields left out; ``where`` prefixes the
-    field in error messages (``items[3].``) so a client can find the bad item.
+    field in error messages (``items[3].``) so a client can find the bad item;
+    ``inherited`` names the fields that came from a batch's ``defaults``, so their errors
+    name ``defaults.<field>``. A field is absent only when it is None: a given value that
+    is empty or zero is checked like any other, never replaced by the model's default.
     """
-    model_id = fields.get("model") or registry.default
+    def fail(field: str, message: str) -> InvalidSpec:
+        return _fail(where, field, message, inherited)
+
+    model_id = fields.get("model")
+    model_id = registry.default if model_id is None else model_id
     entry: ModelEntry | None = registry.get(model_id)
     if entry is None:
-        raise _fail(where, "model", f"unknown model {model_id!r}; available: {', '.join(registry.entries)}")
+        raise fail("model", f"unknown model {model_id!r}; available: {', '.join(registry.entries)}")
     prompt = fields.get("prompt")
     if prompt is None or not prompt.strip():
-        raise _fail(where, "prompt", "is required and must not be empty")
+        raise fail("prompt", "is required and must not be empty")
     for name in ("prompt", "negative_prompt"):
         value = fields.get(name)
         if value is not None and len(value) > entry.max_prompt_chars:
-            raise _fail(where, name, f"is {len(value)} characters; model {entry.id} allows at most {entry.max_prompt_chars}")
+            raise fail(name, f"is {len(value)} characters; model {entry.id} allows at most {entry.max_prompt_chars}")
 
-    width = fields.get("width") or entry.default_width
-    height = fields.get("height") or entry.default_height
+    width = _given(fields, "width", entry.default_width)
+    height = _given(fields, "height", entry.default_height)
     for name, value, limit in (("width", width, entry.max_width), ("height", height, entry.max_height)):
         if value % 8:
-            raise _fail(where, name, f"{value} is not a multiple of 8")
+            raise fail(name, f"{value} is not a multiple of 8")
         if not entry.min_size <= value <= limit:
-            raise _fail(where, name, f"{value} is outside {entry.min_size}..{limit} for model {entry.id}")
+            raise fail(name, f"{value} is outside {entry.min_size}..{limit} for model {entry.id}")
 
-    steps = fields.get("steps") if fields.get("steps") is not None else entry.default_steps
+    steps = _given(fields, "steps", entry.default_steps)
     if not 1 <= steps <= entry.max_steps:
-        raise _fail(where, "steps", f"{steps} is outside 1..{entry.max_steps} for model {entry.id}")
-    guidance = fields.get("guidance_scale")
-    guidance = float(entry.default_guidance if guidance is None else guidance)
+        raise fail("steps", f"{steps} is outside 1..{entry.max_steps} for model {entry.id}")
+    guidance = float(_given(fields, "guidance_scale", entry.default_guidance))
     if not 0.0 <= guidance <= entry.max_guidance:
-        raise _fail(where, "guidance_scale", f"{guidance} is outside 0..{entry.max_guidance} for model {entry.id}")
-    scheduler = fields.get("scheduler") or entry.default_scheduler
+        raise fail("guidance_scale", f"{guidance} is outside 0..{entry.max_guidance} for model {entry.id}")
+    scheduler = _given(fields, "scheduler", entry.default_scheduler)
     if scheduler not in entry.schedulers:
-        raise _fail(where, "scheduler", f"{scheduler!r} is not one of model {entry.id}'s schedulers: {', '.join(entry.schedulers)}")
+        raise fail("scheduler",
+                   f"{scheduler!r} is not one of model {entry.id}'s schedulers: {', '.join(entry.schedulers)}")
     beta = fields.get("beta_schedule")
     if beta is not None and beta not in BETA_SCHEDULES:
-        raise _fail(where, "beta_schedule", f"{beta!r} is not one of {', '.join(BETA_SCHEDULES)}")
-    fmt = fields.get("output_format") or "png"
+        raise fail("beta_schedule", f"{beta!r} is not one of {', '.join(BETA_SCHEDULES)}")
+    fmt = _given(fields, "output_format", "png")
     if fmt not in OUTPUT_FORMATS:
-        raise _fail(where, "output_format", f"{fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        raise fail("output_format", f"{fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     seed = fields.get("seed")
     if seed is None:
         seed = secrets.randbelow(2**32)  # chosen here so it is recorded with the job
     elif not 0 <= seed <= MAX_SEED:
-        raise _fail(where, "seed", f"{seed} is outside 0..{MAX_SEED}")
+        raise fail("seed", f"{seed} is outside 0..{MAX_SEED}")
     init_image, mask_image, strength = fields.get("init_image"), fields.get("mask_image"), fields.get("strength")
     kind = "inpainting" if mask_image is not None else "image-to-image" if init_image is not None else "text-to-image"
     if mask_image is not None and init_image is None:
-        raise _fail(where, "mask_image", "needs an init_image to paint into")
+        raise fail("mask_image", "needs an init_image to paint into")
     if kind not in entry.kinds:
         field = "mask_image" if kind == "inpainting" else "init_image"
-        raise _fail(where, field, f"model {entry.id} does not do {kind} (it does: {', '.join(entry.kinds)})")
+        raise fail(field, f"model {entry.id} does not do {kind} (it does: {', '.join(entry.kinds)})")
     if kind == "text-to-image":
         if strength is not None:
-            raise _fail(where, "strength", "applies only with an init_image")
+            raise fail("strength", "applies only with an init_image")
     else:
         strength = 0.8 if strength is None else float(strength)
         if not 0.0 < strength <= 1.0:
-            raise _fail(where, "strength", f"{strength} is outside (0, 1]")
-    metadata = fields.get("metadata")
-    if metadata is not None:
-        import json
-
-        if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-            raise _fail(where, "metadata", f"is larger than {MAX_METADATA_BYTES} bytes as JSON")
+            raise fail("strength", f"{strength} is outside (0, 1]")
+        # diffusers denoises int(steps * strength) of the steps: none is no image at all.
+        if int(steps * strength) < 1:
+            raise fail("strength", f"{strength:g} with {steps} steps gives int({steps} × {strength:g}) = 0 denoising "
+                                   f"steps; raise strength or steps so that int(steps × strength) is at least 1")
 
     spec = {
         "model": entry.id,
@@ -152,6 +179,11 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "") -> d
     if kind != "text-to-image":
         spec.update(init_image=init_image, mask_image=mask_image, strength=strength)
     return spec
+
+
+def _given(fields: dict[str, Any], name: str, default: Any) -> Any:
+    value = fields.get(name)
+    return default if value is None else value
 
 
 def signature(spec: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, urlencode, urlparse
@@ -52,11 +53,13 @@ def _safe_key(key: str) -> str:
 
 
 class FileStorage:
-    """A local folder; results are served by the API's /v1/files route."""
+    """A local folder; results are served by the API's /v1/files route, which alone knows
+    the signing secret (``signing_secret``: called when a URL is signed)."""
 
-    def __init__(self, root: Path, settings: Settings) -> None:
+    def __init__(self, root: Path, settings: Settings, signing_secret: Callable[[], bytes] | None = None) -> None:
         self.root = root
         self.settings = settings
+        self.signing_secret = signing_secret
 
     def _path(self, key: str) -> Path:
         return self.root / _safe_key(key)
@@ -76,15 +79,21 @@ class FileStorage:
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
+        # a folder, a path through a file, a NUL byte: not an object either
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError):
             raise NotFound(f"no such object: {key!r}") from None
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return self._path(key).is_file()
+        except ValueError:  # a NUL byte
+            return False
 
     def url(self, key: str, ttl_s: int | None = None) -> str:
+        if self.signing_secret is None:
+            raise RuntimeError("this process has no URL signing secret: only the API signs file URLs")
         expires = int(time.time()) + (ttl_s or self.settings.result_url_ttl_s)
-        query = urlencode({"expires": expires, "sig": sign(self.settings.signing_secret, key, expires)})
+        query = urlencode({"expires": expires, "sig": sign(self.signing_secret(), key, expires)})
         return f"{self.settings.base_url}/v1/files/{quote(key)}?{query}"
 
     def check(self) -> None:
@@ -171,11 +180,13 @@ class S3Storage:
             raise TransientError(f"S3 bucket {self.bucket} unreachable: {type(e).__name__}: {e}") from e
 
 
-def open_storage(settings: Settings | None = None) -> Storage:
+def open_storage(settings: Settings | None = None, signing_secret: Callable[[], bytes] | None = None) -> Storage:
+    """The configured backend. ``signing_secret`` gives the key file URLs are signed with
+    (the API passes api.url_secret.current); S3 presigns with its own credentials."""
     settings = settings or get_settings()
     url = urlparse(settings.storage_url)
     if url.scheme == "file":
-        return FileStorage(Path(url.path), settings)
+        return FileStorage(Path(url.path), settings, signing_secret)
     if url.scheme == "s3":
         return S3Storage(url.netloc, url.path, settings)
     raise ValueError(f"FRESCO_STORAGE_URL must be s3://bucket/prefix or file:///path, not {settings.storage_url!r}")

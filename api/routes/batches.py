@@ -7,19 +7,18 @@ from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api import ingest
-from api.deps import RegistryDep, SessionDep, StorageDep, TenantDep
+from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.image_inputs import ImageInputs
-from api.schemas import BatchPublic, JobList, batch_public, job_public
+from api.schemas import BatchPublic, JobList, batch_public, batch_status, job_public, servable
 from db import jobs as jobs_db
 from db.models import Batch
 from db.session import session_scope
 from fresco.dispatch import publish
 from fresco.errors import Conflict, InvalidSpec, NotFound
-from fresco.registry import Registry
 from fresco.settings import get_settings
 from fresco.storage import Storage
 
@@ -39,9 +38,16 @@ _BODY_DOC = {
 }
 
 
-def _create(raw: bytes, content_type: str, tenant: uuid.UUID, registry: Registry, key: str | None,
-            storage: Storage) -> tuple[dict, bool]:
-    settings = get_settings()
+@router.post("", status_code=202, response_model=BatchPublic, openapi_extra=_BODY_DOC,
+             summary="Submit a batch of jobs (JSON or JSONL)")
+def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: SessionDep, registry: RegistryDep,
+                 storage: StorageDep,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
+    """`{"defaults": {spec…}, "items": [{prompt…, overrides, custom_id}], "priority"?, "webhook_url"?}`,
+    or a JSONL body (one item a line). The whole batch is validated and recorded in one
+    transaction: one bad item is a 422 naming it, and nothing is created. The same
+    `Idempotency-Key` with the same body returns the first batch; with another body, 409."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in JSONL_TYPES:
         header, items = ingest.iter_jsonl(raw)
     elif content_type in ("application/json", ""):
@@ -50,40 +56,26 @@ def _create(raw: bytes, content_type: str, tenant: uuid.UUID, registry: Registry
     else:
         raise InvalidSpec(f"Content-Type {content_type!r}: send application/json or application/jsonl",
                           field="content-type")
-    digest = ingest.request_hash(raw, content_type) if key else None
-    with session_scope() as s:
-        batch, demand, created = ingest.create_batch(s, tenant_id=tenant, header=header, items=items, registry=registry,
-                                                     settings=settings, idempotency_key=key, request_hash=digest,
-                                                     images=ImageInputs(storage, tenant))
-        if created:
-            stats = jobs_db.BatchStats({"queued": batch.total, "running": 0, "succeeded": 0, "failed": 0, "canceled": 0},
-                                       0, None, None)
-        else:
-            stats = jobs_db.batch_stats(s, batch_id=batch.id)
-        s.flush()
-        s.refresh(batch)
-        view = batch_public(batch, stats)
+    digest = ingest.request_hash(raw, content_type) if idempotency_key else None
+    batch, demand, created = ingest.create_batch(session, tenant_id=tenant, header=header, items=items,
+                                                 registry=registry, settings=get_settings(),
+                                                 idempotency_key=idempotency_key, request_hash=digest,
+                                                 images=ImageInputs(storage, tenant))
+    if created:
+        stats = jobs_db.BatchStats({"queued": batch.total, "running": 0, "succeeded": 0, "failed": 0, "canceled": 0},
+                                   0, None, None)
+    else:
+        stats = jobs_db.batch_stats(session, batch_id=batch.id)
+    session.flush()
+    session.refresh(batch)
+    view = servable(BatchPublic, batch_public(batch, stats))
+    session.commit()
     # After commit: the rows are the outbox; a lost publish is repaired by the sweeper.
     publish(dict(demand), registry=registry)
-    return view, created
+    return JSONResponse(view, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 
 
-@router.post("", status_code=202, response_model=BatchPublic, openapi_extra=_BODY_DOC,
-             summary="Submit a batch of jobs (JSON or JSONL)")
-async def create_batch(request: Request, tenant: TenantDep, registry: RegistryDep, storage: StorageDep,
-                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
-    """`{"defaults": {spec…}, "items": [{prompt…, overrides, custom_id}], "priority"?, "webhook_url"?}`,
-    or a JSONL body (one item a line). The whole batch is validated and recorded in one
-    transaction: one bad item is a 422 naming it, and nothing is created. The same
-    `Idempotency-Key` with the same body returns the first batch; with another body, 409."""
-    raw = await request.body()
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    view, created = await run_in_threadpool(_create, raw, content_type, tenant, registry, idempotency_key, storage)
-    headers = {} if created else {"Idempotent-Replayed": "true"}
-    return JSONResponse(BatchPublic.model_validate(view).model_dump(mode="json"), status_code=202, headers=headers)
-
-
-def _batch_or_404(session, tenant: uuid.UUID, batch_id: uuid.UUID) -> Batch:
+def _batch_or_404(session: Session, tenant: uuid.UUID, batch_id: uuid.UUID) -> Batch:
     batch = jobs_db.get_batch(session, tenant_id=tenant, batch_id=batch_id)
     if batch is None:
         raise NotFound(f"no batch {batch_id}")
@@ -116,6 +108,8 @@ def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, stora
 
 
 def _results_lines(batch_id: uuid.UUID, storage: Storage) -> Iterator[bytes]:
+    # Its own session: the stream is read after the request's session has closed (that one
+    # ends before the response is sent, api/deps.py), a chunk of jobs at a time.
     with session_scope() as s:
         for job in jobs_db.iter_batch_jobs(s, batch_id=batch_id):
             ok = job.status == "succeeded" and job.result_key
@@ -134,27 +128,27 @@ def results(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchPublic, summary="Cancel every job that has not finished")
-def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep) -> dict:
+def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> dict:
     """Queued jobs end `canceled` at once and are never claimed; running ones stop at
-    their next sampling step."""
-    with session_scope() as s:  # committed before the answer goes out
-        batch = _batch_or_404(s, tenant, batch_id)
-        batch.canceled = True
-        jobs_db.cancel_jobs(s, tenant_id=tenant, batch_id=batch.id)
-    with session_scope() as s:
-        batch = _batch_or_404(s, tenant, batch_id)
-        return batch_public(batch, jobs_db.batch_stats(s, batch_id=batch.id))
+    their next sampling step. A batch with nothing left to cancel answers 409 and is left
+    as it is, like a finished job's cancel."""
+    batch = _batch_or_404(session, tenant, batch_id)
+    counts = jobs_db.batch_stats(session, batch_id=batch.id).counts
+    if not counts["queued"] and not counts["running"]:
+        raise Conflict(f"batch {batch_id} already ended {batch_status(batch, counts)}; nothing to cancel")
+    batch.canceled = True
+    jobs_db.cancel_jobs(session, tenant_id=tenant, batch_id=batch.id)
+    session.commit()  # committed before the answer goes out
+    return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))
 
 
 @router.post("/{batch_id}/retry", status_code=202, response_model=BatchPublic, summary="Requeue the failed jobs")
-def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, registry: RegistryDep) -> dict:
-    with session_scope() as s:
-        batch = _batch_or_404(s, tenant, batch_id)
-        if batch.canceled:
-            raise Conflict(f"batch {batch_id} was canceled; it cannot be retried")
-        demand = jobs_db.retry_failed(s, tenant_id=tenant, batch_id=batch.id,
-                                      extra_attempts=get_settings().max_attempts)
-    publish(dict(demand), registry=registry)
-    with session_scope() as s:
-        batch = _batch_or_404(s, tenant, batch_id)
-        return batch_public(batch, jobs_db.batch_stats(s, batch_id=batch.id))
+def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, registry: RegistryDep) -> dict:
+    batch = _batch_or_404(session, tenant, batch_id)
+    if batch_status(batch, jobs_db.batch_stats(session, batch_id=batch.id).counts) == "canceled":
+        raise Conflict(f"batch {batch_id} was canceled; it cannot be retried")
+    demand = jobs_db.retry_failed(session, tenant_id=tenant, batch_id=batch.id,
+                                  extra_attempts=get_settings().max_attempts)
+    session.commit()
+    publish(dict(demand), registry=registry)  # after commit: the rows are the outbox
+    return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))

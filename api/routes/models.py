@@ -3,21 +3,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import RegistryDep, TenantDep
+from api.deps import RegistryDep, SessionDep, TenantDep
 from api.schemas import ModelList
 from db import model_status
-from db.session import session_scope
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("", response_model=ModelList, summary="Models, the default first")
-def list_models(tenant: TenantDep, registry: RegistryDep) -> dict:
+def list_models(tenant: TenantDep, session: SessionDep, registry: RegistryDep) -> dict:
     """Every model of the registry with its defaults and limits, and `status`: what the
     last worker to load it found. `state` is `available`, `unavailable` (with the
     `reason`: its source could not be loaded; its jobs fail with `model_unavailable`
     until a load succeeds) or `unknown` (no worker has loaded it yet)."""
-    with session_scope() as s:
-        found = model_status.all_status(s)
+    found = model_status.all_status(session)
     unknown = {"state": "unknown", "reason": None, "updated_at": None}
     return {"object": "list", "data": [{**e.public(), "status": found.get(e.id, unknown)} for e in registry.ordered()]}

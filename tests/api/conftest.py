@@ -42,3 +42,16 @@ def row_count():
         with session_scope() as s:
             return s.scalar(text("SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM batches)"))
     return count
+
+
+@pytest.fixture
+def small_body_limit(app, client, monkeypatch):
+    """The API's body limit lowered to 64 KiB for one test (the middleware is built once,
+    at the first request: ``client`` makes sure it exists)."""
+    from api.limits import BodyLimit
+
+    layer = app.middleware_stack
+    while not isinstance(layer, BodyLimit):
+        layer = layer.app
+    monkeypatch.setattr(layer, "max_bytes", 64 * 1024)
+    return 64 * 1024

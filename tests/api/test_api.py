@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import time
+import uuid
 
-from fresco.settings import get_settings
-from fresco.storage import open_storage, sign
+from api import url_secret
+from fresco.storage import sign
 
 
 def test_models_lists_the_default_first_with_limits(client):
@@ -96,21 +97,24 @@ def test_cancel_queued_batch_and_retry_rules(client):
 
 
 def test_signed_file_urls(client):
-    storage = open_storage()
-    storage.put("t/b/x.png", b"\x89PNG fake", "image/png")
-    url = storage.url("t/b/x.png")
+    from api.deps import get_storage
+
+    storage = get_storage()  # the API's, which signs with its secret
+    key = f"{uuid.uuid4()}/jobs/{uuid.uuid4()}.png"
+    storage.put(key, b"\x89PNG fake", "image/png")
+    url = storage.url(key)
     path = url.split("://", 1)[1].split("/", 1)[1]
     anon = client.__class__(client.app)  # no API key: the URL authenticates itself
     assert anon.get("/" + path).content == b"\x89PNG fake"
     assert anon.get("/" + path.replace("sig=", "sig=0")).status_code == 401
-    assert anon.get("/" + path.replace("x.png", "y.png")).status_code == 401
-    secret = get_settings().signing_secret
+    assert anon.get("/" + path.replace(".png", ".webp")).status_code == 401
+    secret = url_secret.current()
     expired = int(time.time()) - 5
-    r = anon.get(f"/v1/files/t/b/x.png?expires={expired}&sig={sign(secret, 't/b/x.png', expired)}")
+    r = anon.get(f"/v1/files/{key}?expires={expired}&sig={sign(secret, key, expired)}")
     assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized"
     ok = int(time.time()) + 60
-    assert anon.get(f"/v1/files/t/b/x.png?expires={ok}&sig={sign(secret, 't/b/x.png', ok)}").status_code == 200
-    assert anon.get(f"/v1/files/../etc/passwd?expires={ok}&sig={sign(secret, '../etc/passwd', ok)}").status_code in (401, 404)
+    assert anon.get(f"/v1/files/{key}?expires={ok}&sig={sign(secret, key, ok)}").status_code == 200
+    assert anon.get(f"/v1/files/../etc/passwd?expires={ok}&sig={sign(secret, '../etc/passwd', ok)}").status_code == 404
 
 
 def test_health_and_readiness(client):
@@ -129,4 +133,40 @@ def test_openapi_documents_the_routes(client):
     body = spec["paths"]["/v1/batches"]["post"]["requestBody"]["content"]
     assert "application/jsonl" in body
     assert body["application/json"]["schema"]["$ref"] == "#/components/schemas/BatchCreate"
-    assert {"BatchCreate", "BatchItem", "SpecFields"} <= set(spec["components"]["schemas"])
+    assert {"BatchCreate", "BatchItem", "SpecFields", "JobCreate"} <= set(spec["components"]["schemas"])
+    job_body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert job_body["$ref"] == "#/components/schemas/JobCreate"
+    # the one decision about numbers, said where clients read the fields
+    fields = spec["components"]["schemas"]["JobCreate"]["properties"]
+    for name in ("width", "height", "steps", "seed"):
+        assert "not a string" in fields[name]["description"] and "not a boolean" in fields[name]["description"]
+    assert "integer is fine" in fields["guidance_scale"]["description"]
+    assert "32 levels" in fields["metadata"]["description"] and "16 KiB" in fields["metadata"]["description"]
+    batch = spec["components"]["schemas"]["BatchCreate"]["properties"]
+    assert "boolean or null is refused" in batch["priority"]["description"]
+    assert "16 KiB" in batch["metadata"]["description"]
+
+
+def test_one_request_holds_one_database_session(client, monkeypatch):
+    """The tenant lookup and the handler share the request's session (issue 9)."""
+    from api import deps
+
+    opened = []
+    real = deps.open_session
+
+    def counting():
+        opened.append(1)
+        return real()
+    monkeypatch.setattr(deps, "open_session", counting)
+    job = client.post("/v1/jobs", json={"prompt": "one session", "steps": 1}).json()
+    assert len(opened) == 1
+    batch = client.post("/v1/batches", json={"items": [{"prompt": "a"}, {"prompt": "b"}]}).json()
+    assert len(opened) == 2
+    for method, path in (("get", f"/v1/jobs/{job['id']}"),
+                         ("get", f"/v1/batches/{batch['id']}"), ("get", f"/v1/batches/{batch['id']}/jobs"),
+                         ("get", "/v1/models"), ("post", f"/v1/jobs/{job['id']}/cancel"),
+                         ("post", f"/v1/batches/{batch['id']}/cancel"), ("post", f"/v1/batches/{batch['id']}/retry")):
+        before = len(opened)
+        r = getattr(client, method)(path)
+        assert r.status_code < 500, r.text
+        assert len(opened) - before == 1, (path, len(opened) - before)

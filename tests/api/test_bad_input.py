@@ -30,6 +30,7 @@ JOB_CASES = [
     ("unknown format", {**GOOD, "output_format": "gif"}, 422, "output_format"),
     ("unknown model", {**GOOD, "model": "nope"}, 422, "model"),
     ("unknown field", {**GOOD, "colour": "red"}, 422, "colour"),
+    ("NUL in a field name", {**GOOD, "\x00": 1}, 422, "field name"),
     ("custom_id too long", {**GOOD, "custom_id": "c" * 300}, 422, "custom_id"),
     ("metadata not an object", {**GOOD, "metadata": [1, 2]}, 422, "metadata"),
 ]
@@ -92,6 +93,12 @@ def test_oversized_body_is_413(client, row_count, monkeypatch):
     limit = get_settings().max_body_bytes
     raw = json.dumps({"items": [{"prompt": "x" * 900}] * (limit // 900 + 10)}).encode()
     assert_error(client.post("/v1/batches", content=raw, headers={"Content-Type": "application/json"}), 413)
+    assert row_count() == before
+
+
+def test_overrides_are_a_batch_items_field_only(client, row_count):
+    before = row_count()
+    assert_error(client.post("/v1/jobs", json={**GOOD, "overrides": {"steps": 2}}), 422, "overrides")
     assert row_count() == before
 
 
