@@ -29,7 +29,7 @@ def _as_a_worker_leaves_it(job_id: str) -> str:
 
 
 def test_api_processes_without_a_configured_secret_share_one_random_key(tmp_path):
-    from farm import Farm
+    from support.farm import Farm
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
