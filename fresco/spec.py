@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fresco.errors import InvalidSpec
+from fresco.families import check_spec as check_family
 from fresco.registry import BETA_SCHEDULES, OUTPUT_FORMATS, ModelEntry, Registry
 
 MAX_SEED = 2**63 - 1
@@ -135,6 +136,7 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "") -> d
         if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
             raise _fail(where, "metadata", f"is larger than {MAX_METADATA_BYTES} bytes as JSON")
 
+    check_family(entry, fields, where)
     spec = {
         "model": entry.id,
         "kind": kind,

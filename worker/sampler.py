@@ -5,7 +5,8 @@ list, so its initial noise (and any noise an ancestral scheduler adds) depends o
 seed alone: the same spec and seed give the same image at any position of any batch.
 A fresh scheduler is built for each call from the config saved at load time, because
 schedulers hold per-call state and a changed scheduler or noise schedule must not
-reload weights.
+reload weights. The prompt arguments follow the pipeline's family (fresco/families.py):
+every family takes the same list of generators, step callback and interrupt flag.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fresco.families import family_of
 from fresco.registry import SCHEDULERS
 
 # The spec's names for noise schedules, as diffusers spells them.
@@ -65,6 +67,30 @@ def storage_loader(key: str) -> Image.Image:
 _storage = None
 
 
+def prompt_arguments(pipe: Any, specs: Sequence[dict], guidance_scale: float) -> dict[str, Any]:
+    """The prompt arguments of one call, per family. An absent negative prompt is ""
+    (what the pipelines use when none is given), so a job renders the same whether or not
+    its batch mates have negative prompts."""
+    family = family_of(pipe)
+    prompts = [s["prompt"] for s in specs]
+    negatives = [s.get("negative_prompt") or "" for s in specs]
+    if family == "flux":  # guidance-distilled: no unconditional pass, no negative prompt
+        return {"prompt": prompts}
+    if family == "sdxl" and pipe.config.force_zeros_for_empty_prompt and guidance_scale > 1:
+        # SDXL's default for an absent negative prompt is a zero embedding, which diffusers
+        # applies only when the whole call has none: encode here and zero per image, so
+        # each image gets SDXL's default whatever its batch mates ask.
+        embeds, neg_embeds, pooled, neg_pooled = pipe.encode_prompt(
+            prompt=prompts, device=pipe._execution_device, num_images_per_prompt=1,
+            do_classifier_free_guidance=True, negative_prompt=negatives)
+        empty = torch.tensor([not n for n in negatives], device=embeds.device)
+        neg_embeds[empty] = 0
+        neg_pooled[empty] = 0
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": neg_embeds, "pooled_prompt_embeds": pooled,
+                "negative_pooled_prompt_embeds": neg_pooled}
+    return {"prompt": prompts, "negative_prompt": negatives}
+
+
 def generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
@@ -102,10 +128,7 @@ def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: St
 
     with torch.inference_mode():
         out = pipe(
-            prompt=[s["prompt"] for s in specs],
-            # "" is what the pipeline uses for a missing negative prompt, so a job renders
-            # the same whether or not its batch mates have negative prompts.
-            negative_prompt=[s.get("negative_prompt") or "" for s in specs],
+            **prompt_arguments(pipe, specs, first["guidance_scale"]),
             num_inference_steps=steps,
             guidance_scale=first["guidance_scale"],
             generator=generators([s["seed"] for s in specs]),
