@@ -2,8 +2,9 @@
 
 A registry entry names its family (``family = "sdxl"``). The family says which schedulers
 its denoiser can run, which spec fields mean nothing to it (a spec that sets one is a 422
-naming the field, never silently ignored), what ``guidance_scale`` does, the multiple its
-sizes must be, and which pipeline kinds the farm has tested it with. The API checks specs
+naming the field, never silently ignored), what ``guidance_scale`` does and the multiple
+its sizes must be. Every family does all three kinds (text-to-image, image-to-image,
+inpainting): diffusers builds each pipeline's siblings from its weights. The API checks specs
 against it (:func:`check_spec`, called from ``fresco.spec.resolve``); the registry checks
 each entry against it at load; the model cache checks that the folder it loaded holds the
 family's pipeline (:func:`check_pipeline`); the sampler shapes the call by it.
@@ -36,13 +37,11 @@ _NO_BETAS = "a flow-matching model has no beta (noise) schedule to override"
 @dataclass(frozen=True)
 class Family:
     name: str
-    description: str
     schedulers: tuple[str, ...]  # what its denoiser can run
     default_schedulers: tuple[str, ...]  # what an entry allows when it lists none
     default_scheduler: str
     guidance: Literal["classifier-free", "distilled"]  # what guidance_scale does
     size_multiple: int  # width and height: latent factor x patch size of the real checkpoints
-    kinds: tuple[str, ...]  # pipeline kinds tested with this family
     refuses: dict[str, str] = field(default_factory=dict)  # spec field -> why it means nothing here
     # diffusers class names of its text-to-image pipeline (and subclasses); () for the
     # catch-all family of UNet pipelines with one text encoder.
@@ -50,18 +49,16 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("sd", "Stable Diffusion 1.x/2.x and other UNet pipelines with one CLIP text encoder "
-                 "(the shipped shapes model)",
-           NOISE_SCHEDULERS, NOISE_DEFAULTS, "ddim", "classifier-free", 8,
-           ("text-to-image", "image-to-image", "inpainting")),
-    Family("sdxl", "Stable Diffusion XL: a UNet conditioned on two CLIP text encoders and on size and crop",
-           NOISE_SCHEDULERS, NOISE_DEFAULTS, "euler", "classifier-free", 8, ("text-to-image",),
+    # Stable Diffusion 1.x/2.x and other UNet pipelines with one CLIP text encoder (shapes)
+    Family("sd", NOISE_SCHEDULERS, NOISE_DEFAULTS, "ddim", "classifier-free", 8),
+    # Stable Diffusion XL: a UNet conditioned on two CLIP text encoders and on size and crop
+    Family("sdxl", NOISE_SCHEDULERS, NOISE_DEFAULTS, "euler", "classifier-free", 8,
            pipelines=("StableDiffusionXLPipeline",)),
-    Family("sd3", "Stable Diffusion 3: an MMDiT transformer over two CLIP encoders and T5, flow matching",
-           FLOW_SCHEDULERS, FLOW_SCHEDULERS, "flow_euler", "classifier-free", 16, ("text-to-image",),
+    # Stable Diffusion 3: an MMDiT transformer over two CLIP encoders and T5, flow matching
+    Family("sd3", FLOW_SCHEDULERS, FLOW_SCHEDULERS, "flow_euler", "classifier-free", 16,
            refuses={"beta_schedule": _NO_BETAS}, pipelines=("StableDiffusion3Pipeline",)),
-    Family("flux", "Flux: a guidance-distilled transformer over CLIP and T5, flow matching",
-           FLOW_SCHEDULERS, FLOW_SCHEDULERS, "flow_euler", "distilled", 16, ("text-to-image",),
+    # Flux: a guidance-distilled transformer over CLIP and T5, flow matching
+    Family("flux", FLOW_SCHEDULERS, FLOW_SCHEDULERS, "flow_euler", "distilled", 16,
            refuses={"beta_schedule": _NO_BETAS,
                     "negative_prompt": "Flux is guidance-distilled: it has no unconditional pass for a "
                                        "negative prompt to steer"},

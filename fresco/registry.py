@@ -110,10 +110,6 @@ class ModelEntry(BaseModel):
             if name not in family.schedulers:
                 raise ValueError(f"schedulers: {name!r} does not apply to family {family.name} "
                                  f"(it runs: {', '.join(family.schedulers)})")
-        for kind in self.kinds:
-            if kind not in family.kinds:
-                raise ValueError(f"kinds: {kind!r} is not supported for family {family.name} "
-                                 f"(supported: {', '.join(family.kinds)})")
         if self.default_scheduler not in self.schedulers:
             raise ValueError(f"default_scheduler: {self.default_scheduler!r} is not in schedulers")
         for field in ("default_width", "default_height", "min_size", "max_width", "max_height"):

@@ -67,16 +67,15 @@ def storage_loader(key: str) -> Image.Image:
 _storage = None
 
 
-def prompt_arguments(pipe: Any, specs: Sequence[dict], guidance_scale: float) -> dict[str, Any]:
+def prompt_arguments(pipe: Any, family: str, specs: Sequence[dict], guidance_scale: float) -> dict[str, Any]:
     """The prompt arguments of one call, per family. An absent negative prompt is ""
     (what the pipelines use when none is given), so a job renders the same whether or not
     its batch mates have negative prompts."""
-    family = family_of(pipe)
     prompts = [s["prompt"] for s in specs]
     negatives = [s.get("negative_prompt") or "" for s in specs]
     if family == "flux":  # guidance-distilled: no unconditional pass, no negative prompt
         return {"prompt": prompts}
-    if family == "sdxl" and pipe.config.force_zeros_for_empty_prompt and guidance_scale > 1:
+    if family == "sdxl" and getattr(pipe.config, "force_zeros_for_empty_prompt", False) and guidance_scale > 1:
         # SDXL's default for an absent negative prompt is a zero embedding, which diffusers
         # applies only when the whole call has none: encode here and zero per image, so
         # each image gets SDXL's default whatever its batch mates ask.
@@ -109,12 +108,15 @@ def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: St
         specs = [*specs, *[specs[-1]] * (pad_to - real)]
     first = specs[0]
     kind = first.get("kind", "text-to-image")
+    family = family_of(pipe)  # of the loaded text-to-image pipeline; its kind variants take the same call
     pipe = pipeline_for(pipe, kind)
     pipe.scheduler = make_scheduler(first["scheduler"], scheduler_config, first["beta_schedule"])
     steps = first["steps"]
     size = (first["width"], first["height"])
-    # image-to-image takes its size from the (resized) input image
-    extra: dict[str, Any] = {} if kind == "image-to-image" else {"width": size[0], "height": size[1]}
+    # SD 1.x's and SDXL's image-to-image take the size from the (resized) input image (and
+    # refuse a width); SD3's and Flux's render at the model's native size unless told.
+    sized = kind != "image-to-image" or family in ("sd3", "flux")
+    extra: dict[str, Any] = {"width": size[0], "height": size[1]} if sized else {}
     if kind != "text-to-image":
         extra["image"] = [load_image(s["init_image"]).convert("RGB").resize(size, Image.LANCZOS) for s in specs]
         extra["strength"] = first["strength"]
@@ -128,7 +130,7 @@ def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: St
 
     with torch.inference_mode():
         out = pipe(
-            **prompt_arguments(pipe, specs, first["guidance_scale"]),
+            **prompt_arguments(pipe, family, specs, first["guidance_scale"]),
             num_inference_steps=steps,
             guidance_scale=first["guidance_scale"],
             generator=generators([s["seed"] for s in specs]),

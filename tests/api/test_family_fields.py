@@ -15,7 +15,6 @@ CASES = [
     ("tiny-sd", "a flow-matching scheduler on SD 1.x", {"scheduler": "flow_euler"}, "scheduler"),
     ("tiny-sd3", "width not a multiple of 16", {"width": 40}, "width"),
     ("tiny-flux", "height not a multiple of 16", {"height": 72}, "height"),
-    ("tiny-flux", "image-to-image where the family has text-to-image only", {"strength": 0.5}, "strength"),
 ]
 
 
@@ -57,5 +56,6 @@ def test_models_say_their_family_and_what_they_accept(client):
     assert "negative_prompt" in sd3["fields"] and "negative_prompt" not in flux["fields"]
     assert (sd3["guidance"], flux["guidance"]) == ("classifier-free", "distilled")
     assert "beta_schedule" in sdxl["fields"] and sdxl["beta_schedules"] and "flow_euler" not in sdxl["schedulers"]
-    assert {"init_image", "mask_image", "strength"} <= set(sd["fields"])
-    assert not {"init_image", "mask_image", "strength"} & set(sdxl["fields"])
+    for m in (sd, sdxl, sd3, flux):  # every family does image-to-image and inpainting
+        assert {"init_image", "mask_image", "strength"} <= set(m["fields"]), m["id"]
+    assert not {"init_image", "mask_image", "strength"} & set(models["shapes"]["fields"])  # text-to-image only

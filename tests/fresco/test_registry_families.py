@@ -32,7 +32,6 @@ def _load(tmp_path, extra: str):
      "does not apply to family sd"),
     ('family = "sd3"\nmin_size = 24', "min_size", "multiple of 16"),
     ('family = "flux"\nmax_width = 1000', "max_width", "multiple of 16"),
-    ('family = "sdxl"\nkinds = ["text-to-image", "inpainting"]', "kinds", "not supported for family sdxl"),
     ('family = "sd4"', "family", "'sd', 'sdxl', 'sd3' or 'flux'"),
 ])
 def test_an_entry_its_family_cannot_serve_names_the_entry_and_field(tmp_path, extra, field, words):

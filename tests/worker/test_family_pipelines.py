@@ -1,7 +1,7 @@
 """Each model family's tiny pipeline through the model cache and the sampler, in-process:
 loaded from its registry entry as a real checkpoint would be, then the same seed alone and
-anywhere in a padded batch gives identical pixels, the step callback reports progress and
-stops the call, and the family's own call conventions hold."""
+anywhere in a padded batch gives identical pixels (all three kinds), the step callback
+reports progress and stops the call, and the family's own call conventions hold."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,6 +44,30 @@ def test_a_seed_gives_identical_pixels_alone_or_anywhere_in_a_padded_batch(cache
     assert alone.shape == (1, 48, 32, 3) and third.shape == (3, 48, 32, 3)
     assert np.array_equal(alone[0], first[0]) and np.array_equal(alone[0], third[2])
     assert np.abs(first[0].astype(int) - first[1]).max() > 10  # and seeds do matter
+
+
+@pytest.mark.parametrize("kind", ["image-to-image", "inpainting"])
+@pytest.mark.parametrize("model", FAMILIES)
+def test_image_inputs_give_identical_pixels_alone_or_batched_at_the_requested_size(cache, model, kind):
+    from PIL import Image
+
+    from worker.sampler import render
+
+    rng = np.random.default_rng(0)
+    images = {name: Image.fromarray(rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)) for name in ("a", "b")}
+    images["mask"] = Image.fromarray(((rng.random((40, 24)) > 0.5) * 255).astype(np.uint8))
+    pipe, config = cache.get(get_registry().get(model))
+
+    def s(i: int, image: str = "a") -> dict:
+        extra = {"mask_image": "mask"} if kind == "inpainting" else {}
+        return spec(model, i, kind=kind, init_image=image, strength=0.5, **extra)
+
+    alone = render(pipe, config, [s(3)], load_image=images.__getitem__, pad_to=4)
+    batched = render(pipe, config, [s(1), s(6), s(3)], load_image=images.__getitem__, pad_to=4)
+    assert alone.shape == (1, 48, 32, 3)  # the spec's size, not the input's or the model's native one
+    assert np.array_equal(alone[0], batched[2])
+    other_input = render(pipe, config, [s(3, image="b")], load_image=images.__getitem__, pad_to=4)
+    assert np.abs(other_input[0].astype(int) - alone[0]).max() > 10  # the input image matters
 
 
 @pytest.mark.parametrize("model", FAMILIES)
