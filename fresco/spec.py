@@ -39,7 +39,7 @@ class SpecFields(BaseModel):
     height: int | None = Field(default=None, description="Pixels, a multiple of 8 within the model's limits.")
     steps: int | None = Field(default=None, description="Sampling steps, 1..the model's max_steps.")
     guidance_scale: float | None = Field(default=None, description="Classifier-free guidance, 0..the model's max_guidance_scale.")
-    scheduler: str | None = Field(default=None, description="One of the model's schedulers (ddim, ddpm, pndm, euler, euler_a, heun, dpmpp_2m, dpmpp_sde, unipc, lcm).")
+    scheduler: str | None = Field(default=None, description="One of the model's schedulers (ddim, ddpm, pndm, euler, euler_a, heun, dpmpp_2m, dpmpp_sde, unipc, lcm; flow_euler for flow-matching models). GET /v1/models lists each model's.")
     beta_schedule: str | None = Field(default=None, description="Noise schedule override: linear, scaled_linear or cosine.")
     seed: int | None = Field(default=None, description="0..2^63-1; chosen and recorded when absent. Same seed + spec = same image.")
     output_format: str | None = Field(default=None, description="png (default), webp or jpeg.")
