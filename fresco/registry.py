@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fresco.constants import DEFAULT_QUEUE
 from fresco.errors import RegistryError
+from fresco.families import FAMILIES, FamilyName
 
 # Every scheduler name the farm knows, mapped to its diffusers class (and kwargs).
 # `euler_a` is Euler ancestral; `dpmpp_2m` is DPM-Solver++ (2M); `dpmpp_sde` needs the
@@ -31,6 +32,8 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "dpmpp_sde": ("DPMSolverSDEScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
+    # flow-matching models (SD3, Flux) only: fresco/families.py
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {}),
 }
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
@@ -67,6 +70,8 @@ class ModelEntry(BaseModel):
     source: str
     # "module:Class" of a DiffusionPipeline subclass; default: diffusers' auto pipeline.
     pipeline_class: str | None = None
+    # What the spec may ask of it and how the worker calls it (fresco/families.py).
+    family: FamilyName = "sd"
     kinds: list[PipelineKind] = ["text-to-image"]
     dtype: DTypes = DTypes()
     max_batch: BatchSizes = BatchSizes()
@@ -85,16 +90,32 @@ class ModelEntry(BaseModel):
     schedulers: list[str] = ["ddim", "ddpm", "pndm", "euler", "euler_a", "heun", "dpmpp_2m", "unipc"]
     max_prompt_chars: int = 2000
 
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """An entry that lists no schedulers gets its family's (a flow-matching model cannot
+        run the noise-prediction defaults)."""
+        if isinstance(data, dict) and data.get("family") in FAMILIES:
+            family = FAMILIES[data["family"]]
+            data = {"schedulers": list(family.default_schedulers), "default_scheduler": family.default_scheduler,
+                    **data}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> "ModelEntry":
+        family = FAMILIES[self.family]
         for name in self.schedulers:
             if name not in SCHEDULERS:
                 raise ValueError(f"schedulers: unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
+            if name not in family.schedulers:
+                raise ValueError(f"schedulers: {name!r} does not apply to family {family.name} "
+                                 f"(it runs: {', '.join(family.schedulers)})")
         if self.default_scheduler not in self.schedulers:
             raise ValueError(f"default_scheduler: {self.default_scheduler!r} is not in schedulers")
         for field in ("default_width", "default_height", "min_size", "max_width", "max_height"):
-            if getattr(self, field) % 8:
-                raise ValueError(f"{field}: {getattr(self, field)} is not a multiple of 8")
+            if getattr(self, field) % family.size_multiple:
+                raise ValueError(f"{field}: {getattr(self, field)} is not a multiple of {family.size_multiple}"
+                                 + (f" (family {family.name})" if family.size_multiple != 8 else ""))
         if not self.min_size <= self.default_width <= self.max_width:
             raise ValueError("default_width: outside min_size..max_width")
         if not self.min_size <= self.default_height <= self.max_height:
@@ -109,12 +130,28 @@ class ModelEntry(BaseModel):
     def torch_dtype_name(self, device: str) -> str:
         return self.dtype.cuda if device == "cuda" else self.dtype.cpu
 
+    def accepted_fields(self) -> list[str]:
+        """The spec fields a job for this model may set: all but those its family refuses
+        and the image inputs of kinds it does not do."""
+        from fresco.spec import SpecFields  # fresco.spec imports this module
+
+        refused = set(FAMILIES[self.family].refuses)
+        if self.kinds == ["text-to-image"]:
+            refused |= {"init_image", "mask_image", "strength"}
+        elif "inpainting" not in self.kinds:
+            refused.add("mask_image")
+        return [name for name in SpecFields.model_fields if name not in refused]
+
     def public(self) -> dict:
         """What ``GET /v1/models`` shows: defaults and limits, not where weights live."""
+        family = FAMILIES[self.family]
         return {
             "id": self.id,
             "object": "model",
             "description": self.description,
+            "family": family.name,
+            "guidance": family.guidance,
+            "fields": self.accepted_fields(),
             "kinds": self.kinds,
             "queue": self.queue,
             "defaults": {
@@ -124,12 +161,13 @@ class ModelEntry(BaseModel):
             },
             "limits": {
                 "min_size": self.min_size, "max_width": self.max_width, "max_height": self.max_height,
+                "size_multiple": family.size_multiple,
                 "max_steps": self.max_steps, "max_guidance_scale": self.max_guidance,
                 "max_prompt_chars": self.max_prompt_chars,
                 "max_batch": {"cpu": self.max_batch.cpu, "cuda": self.max_batch.cuda},
             },
             "schedulers": self.schedulers,
-            "beta_schedules": list(BETA_SCHEDULES),
+            "beta_schedules": [] if "beta_schedule" in family.refuses else list(BETA_SCHEDULES),
             "output_formats": list(OUTPUT_FORMATS),
         }
 

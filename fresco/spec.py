@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fresco.errors import InvalidSpec
+from fresco.families import check_spec as check_family
 from fresco.registry import BETA_SCHEDULES, OUTPUT_FORMATS, ModelEntry, Registry
 
 MAX_SEED = 2**63 - 1
@@ -52,11 +53,11 @@ class SpecFields(BaseModel):
     model: str | None = Field(default=None, description="Model id from GET /v1/models; default: the registry's default model. An empty string is refused.")
     prompt: str | None = Field(default=None, description="What to draw. Non-empty, no NUL, at most the model's max_prompt_chars.")
     negative_prompt: str | None = Field(default=None, description="What to steer away from (replaces the empty unconditional prompt).")
-    width: int | None = Field(default=None, gt=0, description=f"Pixels, a multiple of 8 within the model's min_size..max_width. {_INT}")
-    height: int | None = Field(default=None, gt=0, description=f"Pixels, a multiple of 8 within the model's min_size..max_height. {_INT}")
+    width: int | None = Field(default=None, gt=0, description=f"Pixels, a multiple of 8 (16 for SD3 and Flux models) within the model's min_size..max_width. {_INT}")
+    height: int | None = Field(default=None, gt=0, description=f"Pixels, a multiple of 8 (16 for SD3 and Flux models) within the model's min_size..max_height. {_INT}")
     steps: int | None = Field(default=None, ge=1, description=f"Sampling steps, 1..the model's max_steps. {_INT}")
     guidance_scale: float | None = Field(default=None, ge=0, description=f"Classifier-free guidance, 0..the model's max_guidance_scale. {_NUM}")
-    scheduler: str | None = Field(default=None, description="One of the model's schedulers (ddim, ddpm, pndm, euler, euler_a, heun, dpmpp_2m, dpmpp_sde, unipc, lcm). An empty string is refused.")
+    scheduler: str | None = Field(default=None, description="One of the model's schedulers (ddim, ddpm, pndm, euler, euler_a, heun, dpmpp_2m, dpmpp_sde, unipc, lcm; flow_euler for flow-matching models). GET /v1/models lists each model's. An empty string is refused.")
     beta_schedule: str | None = Field(default=None, description="Noise schedule override: linear, scaled_linear or cosine.")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description=f"0..2^63-1; chosen and recorded when absent. Same seed + spec = same image. {_INT}")
     output_format: str | None = Field(default=None, description="png (default), webp or jpeg. An empty string is refused.")
@@ -162,6 +163,7 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "",
             raise fail("strength", f"{strength:g} with {steps} steps gives int({steps} × {strength:g}) = 0 denoising "
                                    f"steps; raise strength or steps so that int(steps × strength) is at least 1")
 
+    check_family(entry, fields, where)
     spec = {
         "model": entry.id,
         "kind": kind,

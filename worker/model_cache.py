@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from fresco.errors import ModelUnavailable
+from fresco.families import check_pipeline
 from fresco.registry import ModelEntry, Registry
 from fresco.settings import Settings
 
@@ -164,6 +165,7 @@ class ModelCache:
                 raise FileNotFoundError(f"no model folder at {source}")
             path = source
         pipe = cls.from_pretrained(path, **kwargs)
+        check_pipeline(entry, pipe)
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         return prepare_pipeline(pipe, self.device, self.settings)

@@ -5,7 +5,8 @@ list, so its initial noise (and any noise an ancestral scheduler adds) depends o
 seed alone: the same spec and seed give the same image at any position of any batch.
 A fresh scheduler is built for each call from the config saved at load time, because
 schedulers hold per-call state and a changed scheduler or noise schedule must not
-reload weights.
+reload weights. The prompt arguments follow the pipeline's family (fresco/families.py):
+every family takes the same list of generators, step callback and interrupt flag.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fresco.families import family_of
 from fresco.registry import SCHEDULERS
 
 # The spec's names for noise schedules, as diffusers spells them.
@@ -65,6 +67,29 @@ def storage_loader(key: str) -> Image.Image:
 _storage = None
 
 
+def prompt_arguments(pipe: Any, family: str, specs: Sequence[dict], guidance_scale: float) -> dict[str, Any]:
+    """The prompt arguments of one call, per family. An absent negative prompt is ""
+    (what the pipelines use when none is given), so a job renders the same whether or not
+    its batch mates have negative prompts."""
+    prompts = [s["prompt"] for s in specs]
+    negatives = [s.get("negative_prompt") or "" for s in specs]
+    if family == "flux":  # guidance-distilled: no unconditional pass, no negative prompt
+        return {"prompt": prompts}
+    if family == "sdxl" and getattr(pipe.config, "force_zeros_for_empty_prompt", False) and guidance_scale > 1:
+        # SDXL's default for an absent negative prompt is a zero embedding, which diffusers
+        # applies only when the whole call has none: encode here and zero per image, so
+        # each image gets SDXL's default whatever its batch mates ask.
+        embeds, neg_embeds, pooled, neg_pooled = pipe.encode_prompt(
+            prompt=prompts, device=pipe._execution_device, num_images_per_prompt=1,
+            do_classifier_free_guidance=True, negative_prompt=negatives)
+        empty = torch.tensor([not n for n in negatives], device=embeds.device)
+        neg_embeds[empty] = 0
+        neg_pooled[empty] = 0
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": neg_embeds, "pooled_prompt_embeds": pooled,
+                "negative_pooled_prompt_embeds": neg_pooled}
+    return {"prompt": prompts, "negative_prompt": negatives}
+
+
 def generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
@@ -83,12 +108,15 @@ def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: St
         specs = [*specs, *[specs[-1]] * (pad_to - real)]
     first = specs[0]
     kind = first.get("kind", "text-to-image")
+    family = family_of(pipe)  # of the loaded text-to-image pipeline; its kind variants take the same call
     pipe = pipeline_for(pipe, kind)
     pipe.scheduler = make_scheduler(first["scheduler"], scheduler_config, first["beta_schedule"])
     steps = first["steps"]
     size = (first["width"], first["height"])
-    # image-to-image takes its size from the (resized) input image
-    extra: dict[str, Any] = {} if kind == "image-to-image" else {"width": size[0], "height": size[1]}
+    # SD 1.x's and SDXL's image-to-image take the size from the (resized) input image (and
+    # refuse a width); SD3's and Flux's render at the model's native size unless told.
+    sized = kind != "image-to-image" or family in ("sd3", "flux")
+    extra: dict[str, Any] = {"width": size[0], "height": size[1]} if sized else {}
     if kind != "text-to-image":
         extra["image"] = [load_image(s["init_image"]).convert("RGB").resize(size, Image.LANCZOS) for s in specs]
         extra["strength"] = first["strength"]
@@ -102,10 +130,7 @@ def render(pipe: Any, scheduler_config: dict, specs: Sequence[dict], on_step: St
 
     with torch.inference_mode():
         out = pipe(
-            prompt=[s["prompt"] for s in specs],
-            # "" is what the pipeline uses for a missing negative prompt, so a job renders
-            # the same whether or not its batch mates have negative prompts.
-            negative_prompt=[s.get("negative_prompt") or "" for s in specs],
+            **prompt_arguments(pipe, family, specs, first["guidance_scale"]),
             num_inference_steps=steps,
             guidance_scale=first["guidance_scale"],
             generator=generators([s["seed"] for s in specs]),
