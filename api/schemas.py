@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from db.jobs import BatchStats
 from db.models import Batch, Job
+from fresco.constants import BatchState, JobState
+from fresco.errors import FAILURE_MEANINGS
 from fresco.spec import SpecFields
 from fresco.storage import Storage
 
@@ -51,14 +53,15 @@ class Result(BaseModel):
 
 
 class ErrorInfo(BaseModel):
-    type: str
+    type: str = Field(description="Why the job failed, one of: " + "; ".join(
+        f"`{t}`: {meaning}" for t, meaning in FAILURE_MEANINGS.items()) + ".")
     message: str
 
 
 class JobPublic(BaseModel):
     id: uuid.UUID
     batch_id: uuid.UUID | None
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobState
     attempts: int
     spec: dict[str, Any]
     progress: Progress
@@ -91,7 +94,7 @@ class BatchProgress(BaseModel):
 
 class BatchPublic(BaseModel):
     id: uuid.UUID
-    status: Literal["queued", "running", "succeeded", "failed", "partial", "canceled"]
+    status: BatchState
     total: int
     counts: Counts
     progress: BatchProgress
@@ -116,7 +119,7 @@ class ModelList(BaseModel):
 def job_public(job: Job, storage: Storage, queue_position: int | None = None) -> dict[str, Any]:
     spec = job.spec
     result = None
-    if job.status == "succeeded" and job.result_key:
+    if job.status == JobState.SUCCEEDED and job.result_key:
         r = job.result or {}
         result = {"url": storage.url(job.result_key), "key": job.result_key, "width": r.get("width", spec["width"]),
                   "height": r.get("height", spec["height"]), "seed": r.get("seed", spec["seed"]),
@@ -130,19 +133,22 @@ def job_public(job: Job, storage: Storage, queue_position: int | None = None) ->
     }
 
 
-def batch_status(batch: Batch, counts: dict[str, int]) -> str:
-    if counts["queued"] or counts["running"]:
-        started = counts["running"] + counts["succeeded"] + counts["failed"] + counts["canceled"]
-        return "running" if started else "queued"
+def batch_status(batch: Batch, counts: dict[str, int]) -> BatchState:
+    if counts[JobState.QUEUED] or counts[JobState.RUNNING]:
+        started = sum(counts[s] for s in (JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED))
+        return BatchState.RUNNING if started else BatchState.QUEUED
     if batch.canceled:
-        return "canceled"
-    if counts["succeeded"] == batch.total:
-        return "succeeded"
-    if counts["failed"] == batch.total:
-        return "failed"
-    if counts["canceled"] == batch.total:
-        return "canceled"
-    return "partial"
+        return BatchState.CANCELED
+    if counts[JobState.SUCCEEDED] == batch.total:
+        return BatchState.SUCCEEDED
+    if counts[JobState.FAILED] == batch.total:
+        return BatchState.FAILED
+    if counts[JobState.CANCELED] == batch.total:
+        return BatchState.CANCELED
+    return BatchState.PARTIAL
+
+
+UNFINISHED = (BatchState.QUEUED, BatchState.RUNNING)
 
 
 def batch_public(batch: Batch, stats: BatchStats) -> dict[str, Any]:
@@ -153,8 +159,8 @@ def batch_public(batch: Batch, stats: BatchStats) -> dict[str, Any]:
     if stats.first_started_at is not None and counts["succeeded"]:
         elapsed = max(time.time() - stats.first_started_at.timestamp(), 1e-3)
         rate = round(counts["succeeded"] / elapsed, 3)
-        eta = round((counts["queued"] + counts["running"]) / rate, 1) if status in ("queued", "running") else 0.0
-    finished = stats.last_finished_at if status not in ("queued", "running") else None
+        eta = round((counts["queued"] + counts["running"]) / rate, 1) if status in UNFINISHED else 0.0
+    finished = stats.last_finished_at if status not in UNFINISHED else None
     return {
         "id": batch.id, "status": status, "total": batch.total, "counts": counts,
         "progress": {"done": done, "total": batch.total, "fraction": round(done / batch.total, 4) if batch.total else 1.0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -17,6 +17,7 @@ from api.schemas import BatchPublic, JobList, batch_public, job_public
 from db import jobs as jobs_db
 from db.models import Batch
 from db.session import session_scope
+from fresco.constants import JobState
 from fresco.dispatch import publish
 from fresco.errors import Conflict, InvalidSpec, NotFound
 from fresco.registry import Registry
@@ -56,15 +57,14 @@ def _create(raw: bytes, content_type: str, tenant: uuid.UUID, registry: Registry
                                                      settings=settings, idempotency_key=key, request_hash=digest,
                                                      images=ImageInputs(storage, tenant))
         if created:
-            stats = jobs_db.BatchStats({"queued": batch.total, "running": 0, "succeeded": 0, "failed": 0, "canceled": 0},
-                                       0, None, None)
+            stats = jobs_db.BatchStats({**dict.fromkeys(JobState, 0), JobState.QUEUED: batch.total}, 0, None, None)
         else:
             stats = jobs_db.batch_stats(s, batch_id=batch.id)
         s.flush()
         s.refresh(batch)
         view = batch_public(batch, stats)
     # After commit: the rows are the outbox; a lost publish is repaired by the sweeper.
-    publish(dict(demand), registry=registry)
+    publish(demand, registry=registry)
     return view, created
 
 
@@ -100,7 +100,7 @@ def get_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> di
 def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep,
               cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-              state: Annotated[Literal["queued", "running", "succeeded", "failed", "canceled"] | None,
+              state: Annotated[JobState | None,
                                Query(description="only jobs in this state")] = None) -> dict:
     batch = _batch_or_404(session, tenant, batch_id)
     try:
@@ -118,7 +118,7 @@ def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, stora
 def _results_lines(batch_id: uuid.UUID, storage: Storage) -> Iterator[bytes]:
     with session_scope() as s:
         for job in jobs_db.iter_batch_jobs(s, batch_id=batch_id):
-            ok = job.status == "succeeded" and job.result_key
+            ok = job.status == JobState.SUCCEEDED and job.result_key
             line = {"custom_id": job.custom_id, "id": str(job.id), "state": job.status,
                     "url": storage.url(job.result_key) if ok else None, "key": job.result_key if ok else None,
                     "seed": job.spec.get("seed"),
@@ -154,7 +154,7 @@ def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, registry: RegistryDep) -
             raise Conflict(f"batch {batch_id} was canceled; it cannot be retried")
         demand = jobs_db.retry_failed(s, tenant_id=tenant, batch_id=batch.id,
                                       extra_attempts=get_settings().max_attempts)
-    publish(dict(demand), registry=registry)
+    publish(demand, registry=registry)
     with session_scope() as s:
         batch = _batch_or_404(s, tenant, batch_id)
         return batch_public(batch, jobs_db.batch_stats(s, batch_id=batch.id))

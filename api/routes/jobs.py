@@ -11,7 +11,7 @@ from api.ingest import to_job
 from api.schemas import JobCreate, JobPublic, job_public
 from db import jobs as jobs_db
 from db.session import session_scope
-from fresco.constants import TERMINAL_JOB_STATES
+from fresco.constants import TERMINAL_JOB_STATES, JobState
 from fresco.dispatch import publish
 from fresco.errors import Conflict, NotFound
 from fresco.settings import get_settings
@@ -28,7 +28,7 @@ def create_job(body: JobCreate, tenant: TenantDep, registry: RegistryDep, storag
     with session_scope() as s:
         demand = jobs_db.copy_jobs(s, tenant_id=tenant, batch_id=None, priority=0,
                                    max_attempts=settings.max_attempts, jobs=[job])
-    publish(dict(demand), registry=registry)
+    publish(demand, registry=registry)
     with session_scope() as s:
         return job_public(jobs_db.get_job(s, tenant_id=tenant, job_id=job.id), storage)
 
@@ -43,7 +43,7 @@ def _job_or_404(session, tenant: uuid.UUID, job_id: uuid.UUID):
 @router.get("/{job_id}", response_model=JobPublic, summary="A job's state, progress, result and timings")
 def get_job(job_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep) -> dict:
     job = _job_or_404(session, tenant, job_id)
-    position = jobs_db.queue_position(session, job=job) if job.status == "queued" else None
+    position = jobs_db.queue_position(session, job=job) if job.status == JobState.QUEUED else None
     return job_public(job, storage, position)
 
 
