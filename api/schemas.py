@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from db.jobs import BatchStats
 from db.models import Batch, Job
-from fresco.constants import BatchState, JobState
+from fresco.constants import TERMINAL_JOB_STATES, BatchState, JobState
 from fresco.errors import FAILURE_MEANINGS
 from fresco.spec import SpecFields
 from fresco.storage import Storage
@@ -154,12 +154,12 @@ UNFINISHED = (BatchState.QUEUED, BatchState.RUNNING)
 def batch_public(batch: Batch, stats: BatchStats) -> dict[str, Any]:
     counts = stats.counts
     status = batch_status(batch, counts)
-    done = counts["succeeded"] + counts["failed"] + counts["canceled"]
+    done = sum(counts[s] for s in TERMINAL_JOB_STATES)
     rate = eta = None
-    if stats.first_started_at is not None and counts["succeeded"]:
+    if stats.first_started_at is not None and counts[JobState.SUCCEEDED]:
         elapsed = max(time.time() - stats.first_started_at.timestamp(), 1e-3)
-        rate = round(counts["succeeded"] / elapsed, 3)
-        eta = round((counts["queued"] + counts["running"]) / rate, 1) if status in UNFINISHED else 0.0
+        rate = round(counts[JobState.SUCCEEDED] / elapsed, 3)
+        eta = round((counts[JobState.QUEUED] + counts[JobState.RUNNING]) / rate, 1) if status in UNFINISHED else 0.0
     finished = stats.last_finished_at if status not in UNFINISHED else None
     return {
         "id": batch.id, "status": status, "total": batch.total, "counts": counts,
