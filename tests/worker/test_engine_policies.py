@@ -12,6 +12,7 @@ import textwrap
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import diffusers
@@ -78,13 +79,7 @@ class FakePipeline:
             callback_on_step_end(self, i, i, {})
             if self._interrupt:
                 break
-        images = np.stack([torch.rand(height, width, 3, generator=g).numpy() for g in generator])
-
-        class Out:
-            pass
-        out = Out()
-        out.images = images
-        return out
+        return SimpleNamespace(images=np.stack([torch.rand(height, width, 3, generator=g).numpy() for g in generator]))
 
 
 class Harness:
