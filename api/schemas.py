@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +13,8 @@ from pydantic_core import PydanticSerializationError
 
 from db.jobs import BatchStats, NewJob
 from db.models import Batch, Job
-from fresco.errors import InvalidSpec
+from fresco.constants import TERMINAL_JOB_STATES, BatchState, JobState
+from fresco.errors import FAILURE_MEANINGS, InvalidSpec
 from fresco.spec import MAX_JSON_DEPTH, MAX_METADATA_BYTES, SpecFields
 from fresco.storage import Storage
 
@@ -56,14 +57,15 @@ class Result(BaseModel):
 
 
 class ErrorInfo(BaseModel):
-    type: str
+    type: str = Field(description="Why the job failed, one of: " + "; ".join(
+        f"`{t}`: {meaning}" for t, meaning in FAILURE_MEANINGS.items()) + ".")
     message: str
 
 
 class JobPublic(BaseModel):
     id: uuid.UUID
     batch_id: uuid.UUID | None
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobState
     attempts: int
     spec: dict[str, Any]
     progress: Progress
@@ -96,7 +98,7 @@ class BatchProgress(BaseModel):
 
 class BatchPublic(BaseModel):
     id: uuid.UUID
-    status: Literal["queued", "running", "succeeded", "failed", "partial", "canceled"]
+    status: BatchState
     total: int
     counts: Counts
     progress: BatchProgress
@@ -121,7 +123,7 @@ class ModelList(BaseModel):
 def job_public(job: Job, storage: Storage, queue_position: int | None = None) -> dict[str, Any]:
     spec = job.spec
     result = None
-    if job.status == "succeeded" and job.result_key:
+    if job.status == JobState.SUCCEEDED and job.result_key:
         r = job.result or {}
         result = {"url": storage.url(job.result_key), "key": job.result_key, "width": r.get("width", spec["width"]),
                   "height": r.get("height", spec["height"]), "seed": r.get("seed", spec["seed"]),
@@ -153,33 +155,36 @@ def check_servable(job: NewJob, where: str) -> None:
         raise InvalidSpec(f"{field}: cannot be stored as given ({str(e).splitlines()[0][:200]})", field=field) from None
 
 
-def batch_status(batch: Batch, counts: dict[str, int]) -> str:
+def batch_status(batch: Batch, counts: dict[str, int]) -> BatchState:
     """Never contradicts the counts: a batch whose jobs all succeeded is `succeeded` even
     if a cancel came while its last jobs were finishing; `canceled` needs a canceled job."""
-    if counts["queued"] or counts["running"]:
-        started = counts["running"] + counts["succeeded"] + counts["failed"] + counts["canceled"]
-        return "running" if started else "queued"
-    if batch.canceled and counts["canceled"]:
-        return "canceled"
-    if counts["succeeded"] == batch.total:
-        return "succeeded"
-    if counts["failed"] == batch.total:
-        return "failed"
-    if counts["canceled"] == batch.total:
-        return "canceled"
-    return "partial"
+    if counts[JobState.QUEUED] or counts[JobState.RUNNING]:
+        started = sum(counts[s] for s in (JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED))
+        return BatchState.RUNNING if started else BatchState.QUEUED
+    if batch.canceled and counts[JobState.CANCELED]:
+        return BatchState.CANCELED
+    if counts[JobState.SUCCEEDED] == batch.total:
+        return BatchState.SUCCEEDED
+    if counts[JobState.FAILED] == batch.total:
+        return BatchState.FAILED
+    if counts[JobState.CANCELED] == batch.total:
+        return BatchState.CANCELED
+    return BatchState.PARTIAL
+
+
+UNFINISHED = (BatchState.QUEUED, BatchState.RUNNING)
 
 
 def batch_public(batch: Batch, stats: BatchStats) -> dict[str, Any]:
     counts = stats.counts
     status = batch_status(batch, counts)
-    done = counts["succeeded"] + counts["failed"] + counts["canceled"]
+    done = sum(counts[s] for s in TERMINAL_JOB_STATES)
     rate = eta = None
-    if stats.first_started_at is not None and counts["succeeded"]:
+    if stats.first_started_at is not None and counts[JobState.SUCCEEDED]:
         elapsed = max(time.time() - stats.first_started_at.timestamp(), 1e-3)
-        rate = round(counts["succeeded"] / elapsed, 3)
-        eta = round((counts["queued"] + counts["running"]) / rate, 1) if status in ("queued", "running") else 0.0
-    finished = stats.last_finished_at if status not in ("queued", "running") else None
+        rate = round(counts[JobState.SUCCEEDED] / elapsed, 3)
+        eta = round((counts[JobState.QUEUED] + counts[JobState.RUNNING]) / rate, 1) if status in UNFINISHED else 0.0
+    finished = stats.last_finished_at if status not in UNFINISHED else None
     return {
         "id": batch.id, "status": status, "total": batch.total, "counts": counts,
         "progress": {"done": done, "total": batch.total, "fraction": round(done / batch.total, 4) if batch.total else 1.0,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,9 +19,13 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Job
+from fresco.constants import JobState
+from fresco.demand import Demand, DemandKey
+from fresco.errors import FailureType
 
-# (queue, model, signature) -> number of jobs that became queued: what to publish for.
-Demand = Counter[tuple[str, str, str]]
+# Job states as SQL literals ('queued', ...), so every statement below speaks the one
+# vocabulary and stays a constant text (the partial indexes match it, see db/models.py).
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (f"'{state}'" for state in JobState)
 
 COPY_COLUMNS = ("id", "tenant_id", "batch_id", "model", "queue", "signature", "spec", "priority",
                 "status", "attempts", "max_attempts", "custom_id", "metadata")
@@ -56,27 +59,27 @@ def copy_jobs(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID | N
               max_attempts: int, jobs: Iterable[NewJob]) -> Demand:
     """Stream job rows into Postgres with COPY (one round trip for thousands of rows),
     inside the session's transaction, and count them per signature."""
-    demand: Demand = Counter()
+    demand = Demand()
     raw = session.connection().connection.driver_connection
     with raw.cursor() as cur, cur.copy(f"COPY jobs ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
         for job in jobs:
             copy.write_row((job.id, tenant_id, batch_id, job.model, job.queue, job.signature,
-                            json.dumps(job.spec), priority, "queued", 0, max_attempts, job.custom_id,
+                            json.dumps(job.spec), priority, JobState.QUEUED, 0, max_attempts, job.custom_id,
                             None if job.metadata is None else json.dumps(job.metadata)))
-            demand[(job.queue, job.model, job.signature)] += 1
+            demand.add(job.queue, job.model, job.signature)
     return demand
 
 
-_CLAIM = text("""
+_CLAIM = text(f"""
 WITH picked AS (
     SELECT id FROM jobs
-    WHERE status = 'queued' AND signature = :signature
+    WHERE status = {QUEUED} AND signature = :signature
     ORDER BY priority DESC, seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs AS j
-SET status = 'running', attempts = j.attempts + 1, lease_owner = :token,
+SET status = {RUNNING}, attempts = j.attempts + 1, lease_owner = :token,
     lease_expires_at = now() + make_interval(secs => :lease_s), started_at = now(), progress_step = 0
 FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.seq, j.tenant_id, j.batch_id, j.spec, j.attempts, j.max_attempts, j.queued_at, j.started_at
@@ -92,7 +95,7 @@ def claim(session: Session, *, signature: str, limit: int, token: str, lease_s: 
 def next_signature(session: Session, *, queues: list[str]) -> str | None:
     """The signature of the job that should run next on these queues, if any."""
     return session.scalar(text(
-        "SELECT signature FROM jobs WHERE status = 'queued' AND queue = ANY(:queues) "
+        f"SELECT signature FROM jobs WHERE status = {QUEUED} AND queue = ANY(:queues) "
         "ORDER BY priority DESC, seq LIMIT 1"), {"queues": queues})
 
 
@@ -107,7 +110,7 @@ def heartbeat(session: Session, *, ids: list[uuid.UUID], token: str, lease_s: fl
     rows = session.execute(text(
         "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), "
         "progress_step = COALESCE(:step, progress_step) "
-        "WHERE id = ANY(:ids) AND status = 'running' AND lease_owner = :token "
+        f"WHERE id = ANY(:ids) AND status = {RUNNING} AND lease_owner = :token "
         "RETURNING id, cancel_requested").bindparams(_IDS),
         {"ids": ids, "token": token, "lease_s": lease_s, "step": step})
     return {r.id: r.cancel_requested for r in rows}
@@ -117,52 +120,53 @@ def finish_success(session: Session, *, job_id: uuid.UUID, token: str, result_ke
                    result: dict[str, Any], timings: dict[str, Any]) -> bool:
     """Record a rendered, stored image. False: the lease was lost; nothing changed."""
     row = session.execute(text(
-        "UPDATE jobs SET status = 'succeeded', result_key = :key, result = CAST(:result AS jsonb), "
+        f"UPDATE jobs SET status = {SUCCEEDED}, result_key = :key, result = CAST(:result AS jsonb), "
         "timings = CAST(:timings AS jsonb), finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, "
         "progress_step = (spec->>'steps')::int, error_type = NULL, error_message = NULL "
-        "WHERE id = :id AND status = 'running' AND lease_owner = :token RETURNING id"),
+        f"WHERE id = :id AND status = {RUNNING} AND lease_owner = :token RETURNING id"),
         {"id": job_id, "token": token, "key": result_key, "result": json.dumps(result), "timings": json.dumps(timings)})
     return row.first() is not None
 
 
-def finish_failure(session: Session, *, job_id: uuid.UUID, token: str, error_type: str, message: str,
-                   retry: bool, timings: dict[str, Any] | None = None) -> str | None:
+def finish_failure(session: Session, *, job_id: uuid.UUID, token: str, error_type: FailureType, message: str,
+                   retry: bool, timings: dict[str, Any] | None = None) -> JobState | None:
     """Fail a job, or put it back in the queue when ``retry`` and attempts remain.
     Returns the new status, or None if the lease was lost."""
-    row = session.execute(text("""
+    row = session.execute(text(f"""
         UPDATE jobs SET
-            status = CASE WHEN cancel_requested THEN 'canceled'
-                          WHEN :retry AND attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+            status = CASE WHEN cancel_requested THEN {CANCELED}
+                          WHEN :retry AND attempts < max_attempts THEN {QUEUED} ELSE {FAILED} END,
             error_type = CASE WHEN :retry AND attempts < max_attempts THEN NULL ELSE :etype END,
             error_message = CASE WHEN :retry AND attempts < max_attempts THEN NULL ELSE :message END,
             queued_at = CASE WHEN :retry AND attempts < max_attempts THEN now() ELSE queued_at END,
             finished_at = CASE WHEN :retry AND attempts < max_attempts AND NOT cancel_requested THEN NULL ELSE now() END,
             timings = COALESCE(CAST(:timings AS jsonb), timings),
             lease_owner = NULL, lease_expires_at = NULL
-        WHERE id = :id AND status = 'running' AND lease_owner = :token
+        WHERE id = :id AND status = {RUNNING} AND lease_owner = :token
         RETURNING status"""),
         {"id": job_id, "token": token, "etype": error_type, "message": message[:2000], "retry": retry,
          "timings": None if timings is None else json.dumps(timings)})
-    return row.scalar()
+    status = row.scalar()
+    return None if status is None else JobState(status)
 
 
 def mark_canceled(session: Session, *, ids: list[uuid.UUID], token: str) -> None:
     """A running job whose cancel was seen at a step boundary ends here."""
     session.execute(text(
-        "UPDATE jobs SET status = 'canceled', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
-        "WHERE id = ANY(:ids) AND status = 'running' AND lease_owner = :token").bindparams(_IDS),
+        f"UPDATE jobs SET status = {CANCELED}, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
+        f"WHERE id = ANY(:ids) AND status = {RUNNING} AND lease_owner = :token").bindparams(_IDS),
         {"ids": ids, "token": token})
 
 
 def release(session: Session, *, ids: list[uuid.UUID], token: str) -> Demand:
     """Hand jobs back to the queue without counting the attempt (worker shutting down)."""
     rows = session.execute(text(
-        "UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'canceled' ELSE 'queued' END, "
+        f"UPDATE jobs SET status = CASE WHEN cancel_requested THEN {CANCELED} ELSE {QUEUED} END, "
         "attempts = attempts - 1, queued_at = now(), started_at = NULL, progress_step = 0, "
         "finished_at = CASE WHEN cancel_requested THEN now() END, lease_owner = NULL, lease_expires_at = NULL "
-        "WHERE id = ANY(:ids) AND status = 'running' AND lease_owner = :token "
+        f"WHERE id = ANY(:ids) AND status = {RUNNING} AND lease_owner = :token "
         "RETURNING queue, model, signature, status").bindparams(_IDS), {"ids": ids, "token": token})
-    return Counter((r.queue, r.model, r.signature) for r in rows if r.status == "queued")
+    return Demand(DemandKey(r.queue, r.model, r.signature) for r in rows if r.status == JobState.QUEUED)
 
 
 def cancel_jobs(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID | None = None,
@@ -172,52 +176,53 @@ def cancel_jobs(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID | N
     wins (then the second statement flags the job) or loses (then it is canceled)."""
     where = "tenant_id = :tenant AND " + ("id = :id" if job_id else "batch_id = :batch")
     params = {"tenant": tenant_id, "id": job_id, "batch": batch_id}
-    session.execute(text(f"UPDATE jobs SET status = 'canceled', finished_at = now() "
-                         f"WHERE {where} AND status = 'queued'"), params)
-    session.execute(text(f"UPDATE jobs SET cancel_requested = true WHERE {where} AND status = 'running'"), params)
+    session.execute(text(f"UPDATE jobs SET status = {CANCELED}, finished_at = now() "
+                         f"WHERE {where} AND status = {QUEUED}"), params)
+    session.execute(text(f"UPDATE jobs SET cancel_requested = true WHERE {where} AND status = {RUNNING}"), params)
 
 
 def retry_failed(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID, extra_attempts: int) -> Demand:
     """Requeue a batch's failed jobs with a fresh attempt budget (history kept)."""
     rows = session.execute(text(
-        "UPDATE jobs SET status = 'queued', error_type = NULL, error_message = NULL, queued_at = now(), "
+        f"UPDATE jobs SET status = {QUEUED}, error_type = NULL, error_message = NULL, queued_at = now(), "
         "finished_at = NULL, started_at = NULL, progress_step = 0, max_attempts = attempts + :extra "
-        "WHERE batch_id = :batch AND tenant_id = :tenant AND status = 'failed' "
+        f"WHERE batch_id = :batch AND tenant_id = :tenant AND status = {FAILED} "
         "RETURNING queue, model, signature"), {"batch": batch_id, "tenant": tenant_id, "extra": extra_attempts})
-    return Counter((r.queue, r.model, r.signature) for r in rows)
+    return Demand(DemandKey(r.queue, r.model, r.signature) for r in rows)
 
 
 def expire_leases(session: Session, *, limit: int = 5000) -> tuple[Demand, int]:
     """Jobs whose worker stopped heartbeating: back to the queue, or failed once their
     attempts are spent, or canceled if a cancel came meanwhile. Returns the demand to
     publish for and the number of jobs touched."""
-    rows = session.execute(text("""
+    rows = session.execute(text(f"""
         WITH expired AS (
-            SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now()
+            SELECT id FROM jobs WHERE status = {RUNNING} AND lease_expires_at < now()
             ORDER BY lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED)
         UPDATE jobs AS j SET
-            status = CASE WHEN j.cancel_requested THEN 'canceled'
-                          WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
-            error_type = CASE WHEN NOT j.cancel_requested AND j.attempts >= j.max_attempts THEN 'worker_lost' END,
+            status = CASE WHEN j.cancel_requested THEN {CANCELED}
+                          WHEN j.attempts >= j.max_attempts THEN {FAILED} ELSE {QUEUED} END,
+            error_type = CASE WHEN NOT j.cancel_requested AND j.attempts >= j.max_attempts THEN
+                '{FailureType.WORKER_LOST}' END,
             error_message = CASE WHEN NOT j.cancel_requested AND j.attempts >= j.max_attempts THEN
                 'the render process died or stopped heartbeating on each of ' || j.attempts || ' attempts' END,
             finished_at = CASE WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN now() END,
             queued_at = now(), progress_step = 0, lease_owner = NULL, lease_expires_at = NULL
         FROM expired WHERE j.id = expired.id
         RETURNING j.queue, j.model, j.signature, j.status"""), {"limit": limit})
-    demand: Demand = Counter()
+    demand = Demand()
     touched = 0
     for r in rows:
         touched += 1
-        if r.status == "queued":
-            demand[(r.queue, r.model, r.signature)] += 1
+        if r.status == JobState.QUEUED:
+            demand.add(r.queue, r.model, r.signature)
     return demand, touched
 
 
 def running_owners(session: Session, *, prefix: str) -> list[str]:
     """Lease tokens starting with ``prefix`` that hold running jobs."""
     return list(session.scalars(text(
-        "SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running' AND starts_with(lease_owner, :p)"),
+        f"SELECT DISTINCT lease_owner FROM jobs WHERE status = {RUNNING} AND starts_with(lease_owner, :p)"),
         {"p": prefix}))
 
 
@@ -226,17 +231,17 @@ def expire_owners(session: Session, *, owners: list[str]) -> int:
     ``expire_leases`` treats their jobs as it treats any expired lease."""
     rows = session.execute(text(
         "UPDATE jobs SET lease_expires_at = now() - interval '1 second' "
-        "WHERE status = 'running' AND lease_owner = ANY(:owners)"), {"owners": owners})
+        f"WHERE status = {RUNNING} AND lease_owner = ANY(:owners)"), {"owners": owners})
     return rows.rowcount
 
 
 def queued_demand(session: Session, *, older_than_s: float) -> Demand:
     """Queued jobs per signature that have waited at least ``older_than_s``."""
     rows = session.execute(text(
-        "SELECT queue, model, signature, count(*) AS n FROM jobs WHERE status = 'queued' "
+        f"SELECT queue, model, signature, count(*) AS n FROM jobs WHERE status = {QUEUED} "
         "AND queued_at < now() - make_interval(secs => :age) GROUP BY queue, model, signature"),
         {"age": older_than_s})
-    return Counter({(r.queue, r.model, r.signature): r.n for r in rows})
+    return Demand({DemandKey(r.queue, r.model, r.signature): r.n for r in rows})
 
 
 # --- reads -----------------------------------------------------------------------------
@@ -255,7 +260,7 @@ def find_batch_by_idempotency_key(session: Session, *, tenant_id: uuid.UUID, key
 
 @dataclass(frozen=True, slots=True)
 class BatchStats:
-    counts: dict[str, int]
+    counts: dict[JobState, int]
     progress_steps: int  # sum of steps done by running jobs
     first_started_at: datetime | None
     last_finished_at: datetime | None
@@ -263,14 +268,14 @@ class BatchStats:
 
 def batch_stats(session: Session, *, batch_id: uuid.UUID) -> BatchStats:
     rows = session.execute(text(
-        "SELECT status, count(*) AS n, sum(CASE WHEN status = 'running' THEN progress_step ELSE 0 END) AS steps, "
+        f"SELECT status, count(*) AS n, sum(CASE WHEN status = {RUNNING} THEN progress_step ELSE 0 END) AS steps, "
         "min(started_at) AS first, max(finished_at) AS last FROM jobs WHERE batch_id = :b GROUP BY status"),
         {"b": batch_id}).all()
-    counts = {s: 0 for s in ("queued", "running", "succeeded", "failed", "canceled")}
+    counts = dict.fromkeys(JobState, 0)
     first = last = None
     steps = 0
     for r in rows:
-        counts[r.status] = r.n
+        counts[JobState(r.status)] = r.n
         steps += int(r.steps or 0)
         if r.first and (first is None or r.first < first):
             first = r.first
@@ -282,12 +287,12 @@ def batch_stats(session: Session, *, batch_id: uuid.UUID) -> BatchStats:
 def queue_position(session: Session, *, job: Job) -> int:
     """How many queued jobs of the same queue run before this one."""
     return session.scalar(text(
-        "SELECT count(*) FROM jobs WHERE status = 'queued' AND queue = :q "
+        f"SELECT count(*) FROM jobs WHERE status = {QUEUED} AND queue = :q "
         "AND (priority > :p OR (priority = :p AND seq < :seq))"), {"q": job.queue, "p": job.priority, "seq": job.seq})
 
 
 def page_jobs(session: Session, *, batch_id: uuid.UUID, after_seq: int, limit: int,
-              status: str | None = None) -> list[Job]:
+              status: JobState | None = None) -> list[Job]:
     q = select(Job).where(Job.batch_id == batch_id, Job.seq > after_seq)
     if status:
         q = q.where(Job.status == status)

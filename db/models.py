@@ -6,13 +6,31 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Identity, Index, Integer,
-                        LargeBinary, SmallInteger, String, Text, UniqueConstraint, func, text)
+                        LargeBinary, SmallInteger, String, Text, TypeDecorator, UniqueConstraint, func, text)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from fresco.constants import JobState
+
+# The partial indexes' predicate: the claim and the sweeper's statements (db/jobs.py)
+# spell the same literal, which is what lets Postgres use them.
+QUEUED_ONLY = f"status = '{JobState.QUEUED}'"
+RUNNING_ONLY = f"status = '{JobState.RUNNING}'"
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class JobStateType(TypeDecorator):
+    """A job state stored as its text (VARCHAR(16), as before) and read back as a
+    :class:`JobState`."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_result_value(self, value: str | None, dialect: object) -> JobState | None:
+        return None if value is None else JobState(value)
 
 
 class Tenant(Base):
@@ -76,7 +94,7 @@ class Job(Base):
     signature: Mapped[str] = mapped_column(Text)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[JobState] = mapped_column(JobStateType(), default=JobState.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
@@ -98,11 +116,11 @@ class Job(Base):
 
     __table_args__ = (
         # Claims: the next queued jobs of one signature in priority, FIFO order.
-        Index("ix_jobs_claim", "signature", text("priority DESC"), "seq", postgresql_where=text("status = 'queued'")),
+        Index("ix_jobs_claim", "signature", text("priority DESC"), "seq", postgresql_where=text(QUEUED_ONLY)),
         # A token for any signature of a queue, and the sweeper's demand per queue.
-        Index("ix_jobs_next", "queue", text("priority DESC"), "seq", postgresql_where=text("status = 'queued'")),
+        Index("ix_jobs_next", "queue", text("priority DESC"), "seq", postgresql_where=text(QUEUED_ONLY)),
         # The sweeper: running jobs by lease expiry.
-        Index("ix_jobs_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
+        Index("ix_jobs_lease", "lease_expires_at", postgresql_where=text(RUNNING_ONLY)),
         # Batch status counts and pages (cursor = seq).
         Index("ix_jobs_batch", "batch_id", "status", "seq"),
         Index("ix_jobs_batch_seq", "batch_id", "seq"),

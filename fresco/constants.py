@@ -1,4 +1,5 @@
 """Names shared by the API, the workers and the sweeper: one place for each."""
+from enum import StrEnum
 
 # Celery task that renders one work unit. Stable and explicit so a renamed module never
 # strands messages already in Redis.
@@ -16,9 +17,34 @@ BROKER_EPOCH_KEY = "fresco:broker-epoch"
 RESULT_KEY = "{tenant}/{batch}/{job}.{ext}"
 UPLOAD_KEY = "{tenant}/uploads/{upload}.{ext}"
 
-# Job and batch states of the public contract.
-JOB_STATES = ("queued", "running", "succeeded", "failed", "canceled")
-TERMINAL_JOB_STATES = ("succeeded", "failed", "canceled")
-BATCH_STATES = ("queued", "running", "succeeded", "failed", "partial", "canceled")
+
+# Job and batch states of the public contract: the jobs.status column (db/models.py), the
+# literals in db/jobs.py's SQL, and the API's status and state fields (their docstrings
+# show in the OpenAPI document).
+class JobState(StrEnum):
+    """A job's state: queued (waiting for a worker), running (rendering), succeeded (its
+    image is stored), failed (see error.type), canceled."""
+
+    QUEUED = "queued"  # waiting for a worker (new, retried, or handed back)
+    RUNNING = "running"  # claimed under a lease by a render process
+    SUCCEEDED = "succeeded"  # its image is stored and recorded
+    FAILED = "failed"  # ended with error.type and error.message (fresco.errors.FailureType)
+    CANCELED = "canceled"  # a client canceled it before it finished
+
+
+TERMINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
+
+
+class BatchState(StrEnum):
+    """A batch's state, from its jobs': queued (none started), running, succeeded (all),
+    failed (all), partial (all finished, mixed outcomes), canceled."""
+
+    QUEUED = "queued"  # no job has started
+    RUNNING = "running"  # some job started, some job is not finished
+    SUCCEEDED = "succeeded"  # every job succeeded
+    FAILED = "failed"  # every job failed
+    PARTIAL = "partial"  # every job finished, with mixed outcomes
+    CANCELED = "canceled"  # canceled by the client, or every job canceled
+
 
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}

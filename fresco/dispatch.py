@@ -24,14 +24,12 @@ from celery import Celery
 from kombu.serialization import dumps
 
 from fresco.constants import RENDER_TASK
+from fresco.demand import Demand
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
-from fresco.spec import signature_work
+from fresco.spec import Signature
 
 log = logging.getLogger(__name__)
-
-# (queue, model, signature) -> jobs that became queued
-Demand = dict[tuple[str, str, str], int]
 
 
 def broker_options(settings: Settings) -> dict:
@@ -75,8 +73,9 @@ def batch_size(registry: Registry, model: str) -> int:
 def time_limits(sig: str, batch: int, settings: Settings) -> tuple[float, float]:
     """(soft, hard) seconds for a unit: a base plus a term in steps x pixels x batch, so
     a hung render cannot hold a worker forever and a big one is not cut short."""
-    width, height, steps = signature_work(sig)
-    soft = settings.deadline_base_s + settings.deadline_per_megapixel_step_s * width * height / 1e6 * steps * batch
+    s = Signature.parse(sig)
+    soft = (settings.deadline_base_s
+            + settings.deadline_per_megapixel_step_s * s.width * s.height / 1e6 * s.steps * batch)
     return soft, soft * 1.5 + 30
 
 
@@ -117,7 +116,7 @@ def publish(demand: Demand, *, registry: Registry | None = None, raise_errors: b
     """Publish ceil(n/B) messages per signature in one pipelined round trip; returns how
     many went out. A broker outage is logged, not raised (unless asked): the jobs are
     safe in Postgres and the sweeper publishes for them once the broker is back."""
-    demand = {k: n for k, n in demand.items() if n > 0}
+    demand = Demand({k: n for k, n in demand.items() if n > 0})
     if not demand:
         return 0
     registry = registry or get_registry()

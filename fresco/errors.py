@@ -1,6 +1,33 @@
 """The farm's error hierarchy. Errors become HTTP only at the API's edge (api/errors.py);
-the worker uses the same classes to decide what is retried and what fails a job."""
+the worker uses the same classes to decide what is retried and what fails a job
+(:class:`JobFailure`, recorded in one place: worker/record.py)."""
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class FailureType(StrEnum):
+    """Why a job ended ``failed``: its ``error.type``, which clients see (public contract;
+    listed with FAILURE_MEANINGS in the OpenAPI document and the README)."""
+
+    RENDER_ERROR = "render_error"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    STORAGE_ERROR = "storage_error"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    WORKER_LOST = "worker_lost"
+
+
+FAILURE_MEANINGS: dict[FailureType, str] = {
+    FailureType.RENDER_ERROR: "the pipeline raised on this job's input, rendered alone (its batch mates went on); "
+                              "not retried",
+    FailureType.MODEL_UNAVAILABLE: "the job's model could not be loaded (GET /v1/models shows the reason); not retried",
+    FailureType.STORAGE_ERROR: "the image could not be stored, after retries with backoff, on each of the job's "
+                               "attempts",
+    FailureType.DEADLINE_EXCEEDED: "the render outlived its time limit (which grows with steps, pixels and batch "
+                                   "size) on each of the job's attempts",
+    FailureType.WORKER_LOST: "the render process died (killed, out of memory, a crash) or stopped heartbeating "
+                             "on each of the job's attempts",
+}
 
 
 class FrescoError(Exception):
@@ -42,13 +69,6 @@ class PayloadTooLarge(FrescoError):
     status = 413
 
 
-class ModelUnavailable(FrescoError):
-    """A model whose source cannot be loaded: fails its jobs, never retried in a loop."""
-
-    type = "model_unavailable"
-    status = 503
-
-
 class RegistryError(FrescoError):
     """A bad registry file: a startup error naming the entry and the field."""
 
@@ -62,13 +82,50 @@ class TransientError(FrescoError):
     status = 503
 
 
-class DependencyDown(TransientError):
-    """Postgres, Redis or storage unreachable from the API: 503 with Retry-After."""
-
-    type = "service_unavailable"
+# --- how an attempt at a job ends without an image --------------------------------------
 
 
-class RenderError(FrescoError):
-    """The pipeline raised on this job's input: fails the job with the reason."""
+class JobFailure(FrescoError):
+    """An attempt at a job that produced no image. Raised where the fault is found and
+    recorded on the job in one place (worker/record.py): the job ends ``failed`` with
+    ``type`` and the message. Final: retrying cannot help."""
 
-    type = "render_error"
+    type: FailureType
+    retry = False
+
+
+class Retry(JobFailure):
+    """A failure that may pass (in the manner of arq's ``Retry``): the job goes back to
+    the queue while attempts remain, and ends ``failed`` with ``type`` after the last."""
+
+    retry = True
+
+
+class ModelUnavailable(JobFailure):
+    """A model whose source cannot be loaded: fails its jobs, never retried in a loop."""
+
+    type = FailureType.MODEL_UNAVAILABLE
+    status = 503
+
+
+class RenderError(JobFailure):
+    """The pipeline raised on this job's input when it rendered alone."""
+
+    type = FailureType.RENDER_ERROR
+
+
+class StorageError(Retry):
+    """The image could not be stored (or an earlier attempt's checked) after the
+    in-process retries with backoff."""
+
+    type = FailureType.STORAGE_ERROR
+
+
+class DeadlineExceeded(Retry):
+    """The unit outlived its soft time limit (fresco.dispatch.time_limits)."""
+
+    type = FailureType.DEADLINE_EXCEEDED
+
+
+# FailureType.WORKER_LOST has no exception: the process that would raise it is gone.
+# Expired leases record it (db/jobs.py, expire_leases).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -188,19 +189,56 @@ def _given(fields: dict[str, Any], name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def signature(spec: dict[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class Signature:
     """The batch signature: jobs with equal signatures can share one pipeline call.
-    Readable on purpose (it shows up in logs, Flower and the jobs table)."""
-    g = f"{spec['guidance_scale']:g}"
-    sig = (f"{spec['model']}|{spec['kind']}|{spec['width']}x{spec['height']}|{spec['steps']}"
-           f"|{spec['scheduler']}|{spec['beta_schedule'] or '-'}|{g}")
-    if spec.get("strength") is not None:
-        sig += f"|s{spec['strength']:g}"
-    return sig
+
+    Printed readable on purpose (it is stored in the jobs table and shows in logs and
+    Flower): ``model|kind|WxH|steps|scheduler|beta or -|guidance`` and ``|s<strength>``
+    for image-to-image and inpainting, numbers as ``%g``. ``str`` prints it and
+    :meth:`parse` reads it back; print(parse(text)) == text for every printed form."""
+
+    model: str
+    kind: str
+    width: int
+    height: int
+    steps: int
+    scheduler: str
+    beta_schedule: str | None
+    guidance_scale: float
+    strength: float | None = None
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> "Signature":
+        """The signature of a resolved spec (see :func:`resolve`)."""
+        return cls(spec["model"], spec["kind"], spec["width"], spec["height"], spec["steps"], spec["scheduler"],
+                   spec["beta_schedule"], spec["guidance_scale"], spec.get("strength"))
+
+    def __str__(self) -> str:
+        text = (f"{self.model}|{self.kind}|{self.width}x{self.height}|{self.steps}"
+                f"|{self.scheduler}|{self.beta_schedule or '-'}|{self.guidance_scale:g}")
+        if self.strength is not None:
+            text += f"|s{self.strength:g}"
+        return text
+
+    @classmethod
+    def parse(cls, text: str) -> "Signature":
+        """Read a printed signature; ValueError names what is wrong with it."""
+        parts = text.split("|")
+        if len(parts) not in (7, 8) or "x" not in parts[2] or (len(parts) == 8 and not parts[7].startswith("s")):
+            raise ValueError(f"not a batch signature: {text!r}")
+        width, height = (int(x) for x in parts[2].split("x", 1))
+        return cls(parts[0], parts[1], width, height, int(parts[3]), parts[4],
+                   None if parts[5] == "-" else parts[5], float(parts[6]),
+                   float(parts[7][1:]) if len(parts) == 8 else None)
+
+
+def signature(spec: dict[str, Any]) -> str:
+    """The printed signature of a resolved spec: what the jobs table stores."""
+    return str(Signature.of(spec))
 
 
 def signature_work(sig: str) -> tuple[int, int, int]:
-    """(width, height, steps) of a signature: what its render costs."""
-    parts = sig.split("|")
-    width, height = (int(x) for x in parts[2].split("x"))
-    return width, height, int(parts[3])
+    """(width, height, steps) of a printed signature: what its render costs."""
+    s = Signature.parse(sig)
+    return s.width, s.height, s.steps

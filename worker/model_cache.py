@@ -40,9 +40,6 @@ class CacheStats:
     load_seconds: float = 0.0
     bytes_used: int = 0
 
-    def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
-
 
 @dataclass
 class _Loaded:
@@ -114,9 +111,6 @@ class ModelCache:
             self._loaded[entry.id] = loaded
             self.stats.bytes_used += loaded.nbytes
             return loaded.pipe, loaded.scheduler_config
-
-    def loaded_ids(self) -> list[str]:
-        return list(self._loaded)
 
     def _make_room(self, nbytes: int) -> None:
         while self._loaded and self.stats.bytes_used + nbytes > self.budget:

@@ -33,7 +33,7 @@ def reap_once() -> int:
         jobs_db.expire_owners(s, owners=dead)
         demand, touched = jobs_db.expire_leases(s)
     log.warning("render process gone (%s): %d jobs back to the queue or ended", ", ".join(dead), touched)
-    publish(dict(demand), registry=get_registry())
+    publish(demand, registry=get_registry())
     return touched
 
 

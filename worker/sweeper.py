@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from sqlalchemy import text
 from db import jobs as jobs_db
 from db.session import session_scope
 from fresco.constants import BROKER_EPOCH_KEY
+from fresco.demand import Demand, DemandKey
 from fresco.dispatch import batch_size, broker, publish
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
@@ -59,7 +59,7 @@ class Sweeper:
             demand, report.expired = jobs_db.expire_leases(s)
         if report.expired:
             log.warning("sweeper: %d expired leases returned to the queue or failed", report.expired)
-        report.republished += publish(dict(demand), registry=self.registry)
+        report.republished += publish(demand, registry=self.registry)
 
         report.broker_reset = self._broker_lost_data()
         with session_scope() as s:
@@ -77,24 +77,24 @@ class Sweeper:
             log.warning("sweeper: broker epoch missing (first start, or Redis lost its data); republishing")
         return bool(created)
 
-    def _cover(self, queued: Counter, *, trust_queue: bool) -> int:
+    def _cover(self, queued: Demand, *, trust_queue: bool) -> int:
         """Publish what the queued jobs need beyond the messages already waiting."""
-        by_queue: dict[str, list[tuple[tuple[str, str, str], int]]] = {}
+        by_queue: dict[str, list[tuple[DemandKey, int]]] = {}
         for key, n in queued.items():
-            by_queue.setdefault(key[0], []).append((key, n))
+            by_queue.setdefault(key.queue, []).append((key, n))
         sent = 0
         for queue, items in by_queue.items():
-            need = sum(-(-n // batch_size(self.registry, key[1])) for key, n in items)
+            need = sum(-(-n // batch_size(self.registry, key.model)) for key, n in items)
             waiting = broker().llen(queue) if trust_queue else 0
             deficit = need - waiting
             if deficit <= 0:
                 continue
             # Largest signatures first; each message covers up to B of its jobs.
-            demand: dict[tuple[str, str, str], int] = {}
+            demand = Demand()
             for key, n in sorted(items, key=lambda kv: -kv[1]):
                 if deficit <= 0:
                     break
-                b = batch_size(self.registry, key[1])
+                b = batch_size(self.registry, key.model)
                 units = min(deficit, -(-n // b))
                 demand[key] = units * b
                 deficit -= units

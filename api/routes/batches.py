@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,6 +17,7 @@ from api.schemas import BatchPublic, JobList, batch_public, batch_status, job_pu
 from db import jobs as jobs_db
 from db.models import Batch
 from db.session import session_scope
+from fresco.constants import BatchState, JobState
 from fresco.dispatch import publish
 from fresco.errors import Conflict, InvalidSpec, NotFound
 from fresco.settings import get_settings
@@ -62,8 +63,7 @@ def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: Ses
                                                  idempotency_key=idempotency_key, request_hash=digest,
                                                  images=ImageInputs(storage, tenant))
     if created:
-        stats = jobs_db.BatchStats({"queued": batch.total, "running": 0, "succeeded": 0, "failed": 0, "canceled": 0},
-                                   0, None, None)
+        stats = jobs_db.BatchStats({**dict.fromkeys(JobState, 0), JobState.QUEUED: batch.total}, 0, None, None)
     else:
         stats = jobs_db.batch_stats(session, batch_id=batch.id)
     session.flush()
@@ -71,7 +71,7 @@ def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: Ses
     view = servable(BatchPublic, batch_public(batch, stats))
     session.commit()
     # After commit: the rows are the outbox; a lost publish is repaired by the sweeper.
-    publish(dict(demand), registry=registry)
+    publish(demand, registry=registry)
     return JSONResponse(view, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 
 
@@ -92,7 +92,7 @@ def get_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> di
 def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep,
               cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-              state: Annotated[Literal["queued", "running", "succeeded", "failed", "canceled"] | None,
+              state: Annotated[JobState | None,
                                Query(description="only jobs in this state")] = None) -> dict:
     batch = _batch_or_404(session, tenant, batch_id)
     try:
@@ -112,7 +112,7 @@ def _results_lines(batch_id: uuid.UUID, storage: Storage) -> Iterator[bytes]:
     # ends before the response is sent, api/deps.py), a chunk of jobs at a time.
     with session_scope() as s:
         for job in jobs_db.iter_batch_jobs(s, batch_id=batch_id):
-            ok = job.status == "succeeded" and job.result_key
+            ok = job.status == JobState.SUCCEEDED and job.result_key
             line = {"custom_id": job.custom_id, "id": str(job.id), "state": job.status,
                     "url": storage.url(job.result_key) if ok else None, "key": job.result_key if ok else None,
                     "seed": job.spec.get("seed"),
@@ -134,7 +134,7 @@ def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) ->
     as it is, like a finished job's cancel."""
     batch = _batch_or_404(session, tenant, batch_id)
     counts = jobs_db.batch_stats(session, batch_id=batch.id).counts
-    if not counts["queued"] and not counts["running"]:
+    if not counts[JobState.QUEUED] and not counts[JobState.RUNNING]:
         raise Conflict(f"batch {batch_id} already ended {batch_status(batch, counts)}; nothing to cancel")
     batch.canceled = True
     jobs_db.cancel_jobs(session, tenant_id=tenant, batch_id=batch.id)
@@ -145,10 +145,10 @@ def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) ->
 @router.post("/{batch_id}/retry", status_code=202, response_model=BatchPublic, summary="Requeue the failed jobs")
 def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, registry: RegistryDep) -> dict:
     batch = _batch_or_404(session, tenant, batch_id)
-    if batch_status(batch, jobs_db.batch_stats(session, batch_id=batch.id).counts) == "canceled":
+    if batch_status(batch, jobs_db.batch_stats(session, batch_id=batch.id).counts) == BatchState.CANCELED:
         raise Conflict(f"batch {batch_id} was canceled; it cannot be retried")
     demand = jobs_db.retry_failed(session, tenant_id=tenant, batch_id=batch.id,
                                   extra_attempts=get_settings().max_attempts)
     session.commit()
-    publish(dict(demand), registry=registry)  # after commit: the rows are the outbox
+    publish(demand, registry=registry)  # after commit: the rows are the outbox
     return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))

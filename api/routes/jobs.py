@@ -12,7 +12,7 @@ from api.ingest import to_job
 from api.json_input import decode
 from api.schemas import JobPublic, job_public, servable
 from db import jobs as jobs_db
-from fresco.constants import TERMINAL_JOB_STATES
+from fresco.constants import TERMINAL_JOB_STATES, JobState
 from fresco.dispatch import publish
 from fresco.errors import Conflict, NotFound
 from fresco.settings import get_settings
@@ -35,7 +35,7 @@ def create_job(raw: RawBody, tenant: TenantDep, session: SessionDep, registry: R
                                max_attempts=get_settings().max_attempts, jobs=[job])
     view = servable(JobPublic, job_public(_job_or_404(session, tenant, job.id), storage))
     session.commit()
-    publish(dict(demand), registry=registry)  # after commit: the row is the outbox
+    publish(demand, registry=registry)  # after commit: the row is the outbox
     return view
 
 
@@ -49,7 +49,7 @@ def _job_or_404(session: Session, tenant: uuid.UUID, job_id: uuid.UUID):
 @router.get("/{job_id}", response_model=JobPublic, summary="A job's state, progress, result and timings")
 def get_job(job_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep) -> dict:
     job = _job_or_404(session, tenant, job_id)
-    position = jobs_db.queue_position(session, job=job) if job.status == "queued" else None
+    position = jobs_db.queue_position(session, job=job) if job.status == JobState.QUEUED else None
     return job_public(job, storage, position)
 
 

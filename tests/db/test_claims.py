@@ -10,6 +10,7 @@ from db import jobs as jobs_db
 from db import tenants
 from db.jobs import NewJob
 from db.session import session_scope
+from fresco.errors import FailureType
 from fresco.registry import get_registry
 from fresco.spec import resolve
 
@@ -88,7 +89,7 @@ def test_fencing_a_lost_lease_changes_nothing():
     with session_scope() as s:  # the old owner wakes up and tries to finish
         assert not jobs_db.finish_success(s, job_id=job_id, token="old", result_key="k", result={}, timings={})
         assert jobs_db.heartbeat(s, ids=[job_id], token="old", lease_s=60) == {}
-        assert jobs_db.finish_failure(s, job_id=job_id, token="old", error_type="x", message="m", retry=False) is None
+        assert jobs_db.finish_failure(s, job_id=job_id, token="old", error_type=FailureType.RENDER_ERROR, message="m", retry=False) is None
     assert _status([job_id]) == ["running"]
     with session_scope() as s:
         assert jobs_db.finish_success(s, job_id=job_id, token="new", result_key="k", result={}, timings={})
@@ -118,7 +119,7 @@ def test_transient_failure_requeues_until_attempts_run_out():
         with session_scope() as s:
             [job] = jobs_db.claim(s, signature=sig, limit=1, token=f"t{attempt}", lease_s=60)
         with session_scope() as s:
-            outcomes.append(jobs_db.finish_failure(s, job_id=job_id, token=f"t{attempt}", error_type="storage_error",
+            outcomes.append(jobs_db.finish_failure(s, job_id=job_id, token=f"t{attempt}", error_type=FailureType.STORAGE_ERROR,
                                                    message="S3 down", retry=True))
     assert outcomes == ["queued", "failed"]
 

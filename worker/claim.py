@@ -1,0 +1,85 @@
+"""Steps 1 and 2: claim a unit. Up to B queued jobs of the message's signature, else whatever
+this queue should run next (messages are interchangeable tokens of work on their queue),
+then a short wait for more of the same signature to fill the batch; and at most one
+retried job per unit."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from db import jobs as jobs_db
+from db.jobs import ClaimedJob
+from db.session import session_scope
+from fresco.dispatch import publish
+from fresco.spec import Signature
+from worker.owner import new_token
+from worker.retries import TRANSIENT, with_retries
+from worker.unit import Resources, Unit
+
+log = logging.getLogger(__name__)
+
+
+def _claim(res: Resources, signature: str, limit: int, token: str) -> list[ClaimedJob]:
+    def go() -> list[ClaimedJob]:
+        with session_scope() as s:
+            return jobs_db.claim(s, signature=signature, limit=limit, token=token, lease_s=res.settings.lease_s)
+    return with_retries(go, what="claim", settings=res.settings)
+
+
+def claim_unit(res: Resources, model: str, signature: str, task: Any = None) -> Unit | None:
+    """The unit to render now, or None when the message finds nothing (a duplicate or a
+    late one: it is dropped)."""
+    entry = res.registry.get(model)
+    if entry is None:
+        log.error("message for unknown model %s dropped (registry changed?)", model)
+        return None
+    token = new_token()
+    limit = entry.batch_size(res.device)
+    started = time.perf_counter()
+    jobs = _claim(res, signature, limit, token)
+    if not jobs:
+        with session_scope() as s:
+            nxt = jobs_db.next_signature(s, queues=[entry.queue])
+        if nxt is None:
+            return None
+        signature = nxt
+        entry = res.registry.get(Signature.parse(nxt).model) or entry
+        limit = entry.batch_size(res.device)
+        jobs = _claim(res, signature, limit, token)
+        if not jobs:
+            return None
+    # Dynamic batching (max batch size, max queue delay): single jobs submitted close
+    # together share a call. The first jobs are already `running` meanwhile.
+    deadline = started + res.settings.batch_wait_ms / 1000
+    while len(jobs) < limit and time.perf_counter() < deadline:
+        more = _claim(res, signature, limit - len(jobs), token)
+        if more:
+            jobs.extend(more)
+        else:
+            time.sleep(0.005)
+    return Unit(entry, Signature.parse(signature), token, jobs, {"batch_wait_s": time.perf_counter() - started},
+                task=task)
+
+
+def isolate_retries(res: Resources, unit: Unit) -> None:
+    """A job on its second or later attempt may be what killed its render process last
+    time. Keep at most one such job in a unit (it renders last and alone: Unit.groups);
+    the others go back to the queue, attempt not counted, for units of their own."""
+    retried = [j for j in unit.jobs if j.attempts > 1]
+    if len(retried) <= 1:
+        return
+    extra = retried[1:]
+
+    def go() -> jobs_db.Demand:
+        with session_scope() as s:
+            return jobs_db.release(s, ids=[j.id for j in extra], token=unit.token)
+    try:
+        demand = with_retries(go, what="release retried jobs", settings=res.settings)
+    except TRANSIENT as e:  # keep them then: rendered alone one by one, as before
+        log.warning("unit %s: could not release retried jobs (%s); rendering them here", unit.token, e)
+        return
+    publish(demand, registry=res.registry)
+    log.info("unit %s: %d retried jobs given back to render alone", unit.token, len(extra))
+    released = {j.id for j in extra}
+    unit.jobs = [j for j in unit.jobs if j.id not in released]

@@ -1,0 +1,141 @@
+"""Steps 3 and 6: record a retried job whose image an earlier attempt stored; store
+each rendered image under its deterministic key and record each job's outcome under the
+unit's fenced lease.
+
+:func:`finish` is the one place an attempt at a job ends. A stored image is a success.
+A :class:`~fresco.errors.JobFailure` is recorded as its class says: a final one fails
+the job with its type; a :class:`~fresco.errors.Retry` puts it back in the queue while
+attempts remain (with a fresh message) and fails it with its type after the last.
+Transient faults (storage, Postgres) are retried in-process with backoff first; a
+record that still cannot be written is left to the lease, whose expiry brings the job
+back (and a stored image is then recorded, not rendered again: :func:`reuse_stored`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from db import jobs as jobs_db
+from db.jobs import ClaimedJob
+from db.session import session_scope
+from fresco.constants import JobState
+from fresco.demand import Demand
+from fresco.dispatch import publish
+from fresco.errors import JobFailure, StorageError
+from worker.encoding import encode
+from worker.retries import TRANSIENT, with_retries
+from worker.unit import Failed, Rendered, Resources, Unit, result_key
+
+log = logging.getLogger(__name__)
+
+
+def finish(res: Resources, unit: Unit, outcome: Rendered | Failed) -> None:
+    """Store a rendered image and record the success, or record the failure."""
+    if isinstance(outcome, Rendered):
+        try:
+            timings = store(res, outcome)
+        except StorageError as failure:
+            outcome = Failed(outcome.job, failure)
+        else:
+            record_success(res, unit, outcome.job, timings)
+            return
+    record_failure(res, unit, outcome.job, outcome.failure)
+
+
+def fail_all(res: Resources, unit: Unit, failure: JobFailure) -> None:
+    """Every job of the unit ends this attempt with ``failure`` (fenced: those already
+    recorded stay as they are)."""
+    for job in unit.jobs:
+        finish(res, unit, Failed(job, failure))
+
+
+def store(res: Resources, rendered: Rendered) -> dict[str, Any]:
+    """Encode and upload; returns the job's timings. Raises StorageError."""
+    job = rendered.job
+    t0 = time.perf_counter()
+    data, content_type = encode(rendered.pixels, job.spec["output_format"])
+    t1 = time.perf_counter()
+    key = result_key(job)
+    try:
+        with_retries(lambda: res.storage.put(key, data, content_type), what=f"upload {key}", settings=res.settings)
+    except TRANSIENT as e:
+        raise StorageError(f"storing the image failed: {e}") from e
+    return {**rendered.timings, "encode_s": t1 - t0, "upload_s": time.perf_counter() - t1}
+
+
+def reuse_stored(res: Resources, unit: Unit) -> list[ClaimedJob]:
+    """A retried job whose object already exists (its earlier attempt uploaded but could
+    not record it) is recorded, not rendered again: keys are deterministic. Returns the
+    jobs left to render."""
+    todo = []
+    for job in unit.jobs:
+        if job.attempts > 1:
+            try:
+                stored = with_retries(lambda: res.storage.exists(result_key(job)), what="exists",
+                                      settings=res.settings)
+            except TRANSIENT as e:  # storage down: this attempt ends as a storage error
+                finish(res, unit, Failed(job, StorageError(f"checking for the stored image failed: {e}")))
+                continue
+            if stored:
+                log.info("job %s: object already stored by an earlier attempt; recording it", job.id)
+                record_success(res, unit, job, {"reused_s": 0.0})
+                continue
+        todo.append(job)
+    return todo
+
+
+def job_timings(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str, Any]) -> dict[str, Any]:
+    t = {"queue_wait_s": (job.started_at - job.queued_at).total_seconds(), **unit.timings, **extra,
+         # this render process's model-cache counters so far (loads stay 1 per model
+         # while it is warm, whatever the scheduler or noise schedule)
+         "model_loads": res.cache.stats.loads, "model_evictions": res.cache.stats.evictions}
+    t["total_s"] = time.time() - job.started_at.timestamp()
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in t.items()}
+
+
+def record_success(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str, Any]) -> None:
+    spec = job.spec
+    result = {"width": spec["width"], "height": spec["height"], "seed": spec["seed"], "format": spec["output_format"]}
+
+    def go() -> bool:
+        with session_scope() as s:
+            return jobs_db.finish_success(s, job_id=job.id, token=unit.token, result_key=result_key(job),
+                                          result=result, timings=job_timings(res, unit, job, extra))
+    try:
+        ok = with_retries(go, what=f"record job {job.id}", settings=res.settings)
+    except TRANSIENT:
+        # Postgres stayed down: the lease will expire, the job will be claimed again,
+        # and its stored object recorded without rendering it twice.
+        log.error("job %s: could not record success; the lease will bring it back", job.id)
+        return
+    _done(unit, job)
+    if ok:
+        log.info("job %s succeeded (batch %s)", job.id, job.batch_id)
+    else:
+        log.warning("job %s: lease lost before recording; result left to the new owner", job.id)
+
+
+def record_failure(res: Resources, unit: Unit, job: ClaimedJob, failure: JobFailure) -> None:
+    def go() -> JobState | None:
+        with session_scope() as s:
+            return jobs_db.finish_failure(s, job_id=job.id, token=unit.token, error_type=failure.type,
+                                          message=failure.message, retry=failure.retry,
+                                          timings=job_timings(res, unit, job, {}))
+    try:
+        status = with_retries(go, what=f"record failure of {job.id}", settings=res.settings)
+    except TRANSIENT:
+        log.error("job %s: could not record failure; the lease will bring it back", job.id)
+        return
+    _done(unit, job)
+    log.warning("job %s: %s: %s -> %s (attempt %d of %d)", job.id, failure.type, failure.message[:200], status,
+                job.attempts, job.max_attempts)
+    if status == JobState.QUEUED:
+        demand = Demand()
+        demand.add(unit.entry.queue, unit.entry.id, str(unit.signature))
+        publish(demand, registry=res.registry)
+
+
+def _done(unit: Unit, job: ClaimedJob) -> None:
+    if unit.lease is not None:
+        unit.lease.done(job.id)

@@ -1,0 +1,92 @@
+"""A claimed unit and what it runs with.
+
+:class:`Resources` is what a render process builds once, after fork (arq's ``ctx``);
+:class:`Unit` is one claim: its jobs, its lease, its pipeline and its timings. The steps
+(worker/claim.py, load.py, render.py, record.py, handback.py) take both; the engine
+(worker/engine.py) runs them in order. A render yields :class:`Rendered` or
+:class:`Failed` per job, and worker/record.py turns each into the job's outcome.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from db.jobs import ClaimedJob
+from fresco.constants import RESULT_KEY
+from fresco.errors import JobFailure
+from fresco.registry import ModelEntry, Registry
+from fresco.settings import Settings
+from fresco.spec import Signature
+from fresco.storage import Storage
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from worker.lease import Lease
+    from worker.model_cache import ModelCache
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    registry: Registry
+    storage: Storage
+    cache: ModelCache
+    device: str
+
+    @property
+    def pad_batches(self) -> bool:
+        """Exact same-seed images at any batch position: pad calls to one shape (the CPU
+        default; sampler.render)."""
+        return self.settings.pad_batches if self.settings.pad_batches is not None else self.device == "cpu"
+
+
+def result_key(job: ClaimedJob) -> str:
+    """Where a job's image is stored: deterministic, so a re-run overwrites it."""
+    return RESULT_KEY.format(tenant=job.tenant_id, batch=job.batch_id or "jobs", job=job.id,
+                             ext=job.spec["output_format"])
+
+
+@dataclass
+class Unit:
+    entry: ModelEntry
+    signature: Signature
+    token: str  # the lease's fencing token (worker/owner.py)
+    jobs: list[ClaimedJob]
+    timings: dict[str, float] = field(default_factory=dict)  # shared by its jobs: batch wait, load
+    task: Any = None  # the Celery task that carries it: progress events for Flower
+    lease: Lease | None = None  # set while it renders
+    pipe: Any = None  # set by the load step
+    scheduler_config: dict = field(default_factory=dict)
+
+    def groups(self, todo: list[ClaimedJob]) -> list[list[ClaimedJob]]:
+        """The calls to make: fresh jobs share one; a retried job (which may be what
+        crashed the render process last time) renders alone after them, so a crash
+        loses only it."""
+        fresh = [j for j in todo if j.attempts <= 1]
+        retried = [[j] for j in todo if j.attempts > 1]
+        return ([fresh] if fresh else []) + retried
+
+    def live(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """Those of ``jobs`` still worth rendering: held, not canceled, not finished."""
+        if self.lease is None:
+            return list(jobs)
+        ids = set(self.lease.live())
+        return [j for j in jobs if j.id in ids]
+
+
+@dataclass
+class Rendered:
+    """A job's image, rendered, not yet stored."""
+
+    job: ClaimedJob
+    pixels: np.ndarray
+    timings: dict[str, Any]
+
+
+@dataclass
+class Failed:
+    """A job's attempt that ended without an image, and why."""
+
+    job: ClaimedJob
+    failure: JobFailure
