@@ -98,7 +98,7 @@ def _init_render_process(**_: object) -> None:
 
     engine = get_engine()
     settings = get_settings()
-    for model_id in settings.preload_list:
+    for model_id in settings.preload:
         entry = engine.registry.get(model_id)
         if entry is None:
             log.error("FRESCO_PRELOAD names unknown model %s", model_id)
