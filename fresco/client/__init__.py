@@ -2,9 +2,9 @@
 
 This subpackage needs only the base install (httpx, pydantic, pydantic-settings):
 
-    pip install fresco            # the SDK and the CLI
-    pip install 'fresco[api]'     # plus the API, migrations, sweeper and Flower
-    pip install 'fresco[worker]'  # plus a render worker (torch, diffusers)
+    pip install .              # the SDK and the CLI
+    pip install '.[api]'       # plus the API, migrations, sweeper and Flower
+    pip install '.[worker]'    # plus a render worker (torch, diffusers)
 
 Nothing here imports the server packages (``api``, ``worker``, ``db``) at import time; a
 server-side command (``fresco keys create``) imports them when it runs and says which extra

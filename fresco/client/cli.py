@@ -26,7 +26,8 @@ def _keys_create(args: argparse.Namespace) -> int:
         from db.session import session_scope
     except ModuleNotFoundError as e:
         raise MissingExtra(f"`fresco keys create` needs the server's dependencies (no module named {e.name!r}): "
-                           f"pip install 'fresco[{SERVER_EXTRA}]'") from e
+                           f"install the {SERVER_EXTRA} extra, pip install 'fresco[{SERVER_EXTRA}]' "
+                           f"(from a checkout: pip install -e '.[{SERVER_EXTRA}]')") from e
 
     with session_scope() as s:
         key = tenants.create_key(s, tenant=args.tenant)
