@@ -89,7 +89,9 @@ def _storage_url(value: str) -> str:
 
 class _FrescoSettings(BaseSettings):
     # hide_input_in_errors: a rejected database URL must not print its password.
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True)
+    # env_ignore_empty: `FRESCO_PUBLIC_URL=` (as an .env file writes "unset") is the default.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True,
+                                      env_ignore_empty=True)
 
     @classmethod
     def load(cls) -> Self:

@@ -44,6 +44,14 @@ def test_lists_come_from_comma_separated_variables(monkeypatch):
     assert Settings.load().queues == [] and Settings.load().preload == []
 
 
+def test_an_empty_variable_is_an_unset_one(monkeypatch):
+    for name in ("FRESCO_PUBLIC_URL", "FRESCO_S3_ENDPOINT_URL", "FRESCO_TORCH_THREADS", "FRESCO_QUEUES"):
+        monkeypatch.setenv(name, "")
+    settings = Settings.load()
+    assert (settings.public_url, settings.s3_endpoint_url, settings.torch_threads, settings.queues) == (None, None, None, [])
+    assert settings.base_url == settings.api_url
+
+
 def test_a_plain_postgres_url_gets_the_psycopg_driver(monkeypatch):
     monkeypatch.setenv("FRESCO_DATABASE_URL", "postgres://u@db:5432/fresco")
     settings = Settings.load()
