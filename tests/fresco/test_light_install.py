@@ -7,8 +7,8 @@ client gets: no torch, celery or sqlalchemy, and an admin command that names the
 install instead of a traceback. One check drives the light client against the real API.
 
 The environment is cached under the temporary directory, keyed by pyproject.toml's hash
-(the project is installed editable, so code changes need no rebuild): the first run takes
-a minute or so, the next ones seconds.
+and the checkout's path (the project is installed editable, so code changes need no
+rebuild): the first run takes a minute or so, the next ones seconds.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ HEAVY = ("torch", "diffusers", "transformers", "celery", "kombu", "sqlalchemy", 
 
 def _light_venv() -> Path:
     text = PYPROJECT.read_bytes()
-    key = hashlib.sha256(text + sys.version.encode()).hexdigest()[:12]
+    # The checkout's path too: the project is installed editable, so a venv serves one checkout.
+    key = hashlib.sha256(text + sys.version.encode() + str(ROOT).encode()).hexdigest()[:12]
     venv = Path(tempfile.gettempdir()) / f"fresco-light-venv-{key}"
     with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once: the second waits for the first's venv
