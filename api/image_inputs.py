@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from fresco import images
+from api import images
 from fresco.constants import UPLOAD_KEY
 from fresco.errors import InvalidSpec
 from fresco.storage import Storage

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
 
 from fastapi import FastAPI
 
@@ -19,7 +20,7 @@ get_registry()  # a bad registry file is a startup error naming the entry and fi
 
 app = FastAPI(
     title="Fresco",
-    version="1.0.0",
+    version=version("fresco"),  # the installed package's (pyproject.toml), one number to bump
     summary="A render farm for diffusion models: submit thousands of prompts, get images back.",
     description=("Every route but /healthz, /readyz and signed /v1/files URLs takes `Authorization: Bearer <API key>` "
                  "(create one with `fresco keys create --tenant NAME`). Errors are "

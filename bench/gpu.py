@@ -75,7 +75,7 @@ def log(msg: str) -> None:
 def make_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
-    from worker.pipelines.build_tiny_sd import write_tokenizer_files
+    from model_tools.build_tiny_sd import write_tokenizer_files
 
     with tempfile.TemporaryDirectory() as tmp:
         # Positional paths: with transformers 5 the vocab_file= keyword gives a tokenizer

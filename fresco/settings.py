@@ -1,49 +1,141 @@
 """Every setting of the farm, read from the environment once (``FRESCO_*``).
 
 Nothing else in the code base reads ``os.environ``: the API, the workers, the sweeper
-and the CLI all take their configuration from :func:`get_settings`. Each default works
-on a developer machine with Postgres and Redis on loopback.
+and the CLI all take their configuration from :func:`get_settings`, the SDK and the
+client commands from :func:`get_client_settings`. Each default works on a developer
+machine with Postgres and Redis on loopback.
+
+Values are checked when the settings load, not on first use: a URL with the wrong
+scheme, an unknown device or a malformed number stops the process at startup with a
+:class:`SettingsError` that names the variable. This module imports only pydantic and
+pydantic-settings, so the client (the base install) can use it.
 """
 from __future__ import annotations
 
 import functools
 import os
 from pathlib import Path
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (AfterValidator, AnyHttpUrl, BeforeValidator, Field, SecretStr, TypeAdapter, ValidationError,
+                      field_validator)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "FRESCO_"
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FRESCO_", extra="ignore")
+class SettingsError(ValueError):
+    """A ``FRESCO_*`` variable holds a value the farm cannot run with; the message names each one."""
+
+
+_HTTP_URL = TypeAdapter(AnyHttpUrl)
+
+
+def _http_url(value: str) -> str:
+    # Checked by pydantic's URL type, kept as the string given: AnyHttpUrl would add a
+    # trailing "/" to a bare host, and these strings are joined with paths.
+    _HTTP_URL.validate_python(value)
+    return value
+
+
+def _comma_list(value: object) -> object:
+    """``"a, b,,c"`` (the environment's form) -> ``["a", "b", "c"]``; a list passes through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+# A list read from the environment as comma-separated names (NoDecode: not as JSON).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+
+
+def _scheme(url: str) -> str:
+    # Only the scheme goes into error messages: database and broker URLs carry passwords.
+    return urlsplit(url).scheme or "(no scheme)"
+
+
+def _postgres_url(value: str) -> str:
+    # A plain postgresql:// URL is accepted; SQLAlchemy gets the psycopg 3 driver.
+    for prefix in ("postgresql://", "postgres://"):
+        if value.startswith(prefix):
+            return "postgresql+psycopg://" + value[len(prefix):]
+    if not value.startswith("postgresql+psycopg://"):
+        raise ValueError(f"must be a postgresql:// URL (Postgres is the only database the farm runs on), "
+                         f"not a {_scheme(value)!r} URL")
+    return value
+
+
+def _redis_url(value: str) -> str:
+    if _scheme(value) not in ("redis", "rediss"):
+        raise ValueError(f"must be a redis:// or rediss:// URL (the broker is Redis), not a {_scheme(value)!r} URL")
+    return value
+
+
+def _storage_url(value: str) -> str:
+    url = urlsplit(value)
+    if url.scheme == "file" and url.path:
+        return value
+    if url.scheme == "s3" and url.netloc:
+        return value
+    raise ValueError(f"must be s3://bucket/prefix or file:///path, not {value!r}")
+
+
+class _FrescoSettings(BaseSettings):
+    # hide_input_in_errors: a rejected database URL must not print its password.
+    # env_ignore_empty: `FRESCO_PUBLIC_URL=` (as an .env file writes "unset") is the default.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True,
+                                      env_ignore_empty=True)
+
+    @classmethod
+    def load(cls) -> Self:
+        """Read the environment; a bad value is a :class:`SettingsError` naming its variable."""
+        try:
+            return cls()
+        except ValidationError as e:
+            lines = []
+            for err in e.errors():
+                name = ENV_PREFIX + str(err["loc"][0]).upper() if err["loc"] else cls.__name__
+                lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+            raise SettingsError("; ".join(lines)) from None
+
+
+class ClientSettings(_FrescoSettings):
+    """What the SDK and the CLI's client commands read: where the API is and the key."""
+
+    api_url: HttpUrl = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None
+
+
+class Settings(_FrescoSettings):
+    """What the API, the workers, the sweeper and the admin commands read."""
 
     # --- services -----------------------------------------------------------------
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/fresco"
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    storage_url: str = f"file://{REPO_ROOT / 'var' / 'store'}"
-    s3_endpoint_url: str | None = None
+    database_url: Annotated[str, AfterValidator(_postgres_url)] = "postgresql://postgres@127.0.0.1:5432/fresco"
+    broker_url: Annotated[str, AfterValidator(_redis_url)] = "redis://127.0.0.1:6379/0"
+    storage_url: Annotated[str, AfterValidator(_storage_url)] = f"file://{REPO_ROOT / 'var' / 'store'}"
+    s3_endpoint_url: HttpUrl | None = None
     # Endpoint that presigned result URLs name, when clients reach the object store by
     # another address than the workers do (compose: http://minio:9000 inside, the host's
     # address outside). Default: s3_endpoint_url.
-    s3_public_endpoint_url: str | None = None
+    s3_public_endpoint_url: HttpUrl | None = None
     s3_region: str = "us-east-1"
     models: Path = REPO_ROOT / "models" / "registry.toml"
 
     # --- API ------------------------------------------------------------------------
-    api_url: str = "http://127.0.0.1:8000"
-    api_key: str | None = None
+    # The API's own address (the client reads FRESCO_API_URL too: ClientSettings).
+    api_url: HttpUrl = "http://127.0.0.1:8000"
     # Public base URL used to build absolute links to files the API serves itself
     # (file:// storage). Defaults to api_url.
-    public_url: str | None = None
-    # HMAC key for the file URLs the API signs (file:// storage). Unset, the API makes 32
-    # random bytes once and keeps them in Postgres, so every API process agrees and nobody
-    # can derive them from the configuration (api/url_secret.py). Set, it wins.
+    public_url: HttpUrl | None = None
+    # HMAC key for the file URLs the API signs (file:// storage). Unset (or empty), the API
+    # makes 32 random bytes once and keeps them in Postgres, so every API process agrees and
+    # nobody can derive them from the configuration (api/url_secret.py). Set, it wins.
     url_secret: SecretStr | None = None
     result_url_ttl_s: int = 3600
     max_body_bytes: int = 64 * 1024 * 1024
     max_batch_items: int = 100_000
-    ingest_chunk_rows: int = 5_000
 
     # --- delivery ---------------------------------------------------------------------
     lease_s: float = 60.0
@@ -67,16 +159,16 @@ class Settings(BaseSettings):
     # Transient faults (storage, database, broker) are retried this many times in-process.
     transient_retries: int = 5
     transient_backoff_s: float = 0.5
-    # Task deadlines: base + per-unit-of-work, see worker.deadlines.
+    # Task deadlines: base + per-unit-of-work (fresco.dispatch.time_limits).
     deadline_base_s: float = 120.0
     deadline_per_megapixel_step_s: float = 2.0
 
     # --- worker -----------------------------------------------------------------------
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = None
-    preload: str = ""  # comma-separated model ids loaded before the worker consumes
+    preload: CommaList = []  # model ids loaded before the worker consumes; env: comma-separated
     cache_budget_bytes: int | None = None  # default: a fraction of device memory
-    queues: str = ""  # comma-separated; empty: every queue the registry uses
+    queues: CommaList = []  # env: comma-separated; empty: every queue the registry uses
     progress_interval_s: float = 0.5
     compile: bool = False  # torch.compile the UNet on CUDA
     # Pad every pipeline call to the model's batch size, so a seed gives bit-identical
@@ -93,19 +185,10 @@ class Settings(BaseSettings):
     live_file: Path | None = None
     live_interval_s: float = Field(default=5.0, gt=0)
 
-    @field_validator("database_url")
-    @classmethod
-    def _pick_driver(cls, v: str) -> str:
-        # A plain postgresql:// URL is accepted; SQLAlchemy gets the psycopg 3 driver.
-        for prefix in ("postgresql://", "postgres://"):
-            if v.startswith(prefix):
-                return "postgresql+psycopg://" + v[len(prefix):]
-        return v
-
     @field_validator("url_secret")
     @classmethod
     def _empty_is_unset(cls, v: SecretStr | None) -> SecretStr | None:
-        # FRESCO_URL_SECRET= (empty) must not become an empty HMAC key.
+        # An empty key, however given, must not become an empty HMAC key.
         return None if v is not None and not v.get_secret_value() else v
 
     @property
@@ -117,18 +200,15 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         return (self.public_url or self.api_url).rstrip("/")
 
-    @property
-    def queue_list(self) -> list[str]:
-        return [q.strip() for q in self.queues.split(",") if q.strip()]
-
-    @property
-    def preload_list(self) -> list[str]:
-        return [m.strip() for m in self.preload.split(",") if m.strip()]
-
 
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings.load()
+
+
+@functools.lru_cache(maxsize=1)
+def get_client_settings() -> ClientSettings:
+    return ClientSettings.load()
 
 
 def cpu_count() -> int:

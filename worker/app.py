@@ -20,7 +20,7 @@ from worker.probes import LiveFile
 PROC_ALIVE_TIMEOUT_S = 600.0
 
 settings = get_settings()
-queues = settings.queue_list or get_registry().queues() or [DEFAULT_QUEUE]
+queues = settings.queues or get_registry().queues() or [DEFAULT_QUEUE]
 
 app = Celery("fresco", broker=settings.broker_url, include=["worker.tasks", "worker.signals"])
 app.conf.update(

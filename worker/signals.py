@@ -103,7 +103,7 @@ def _init_render_process(**_: object) -> None:
     # A render process that replaces a dead one is not ready until its own preload is done.
     remove(settings.ready_file)
     loaded = True
-    for model_id in settings.preload_list:
+    for model_id in settings.preload:
         entry = engine.registry.get(model_id)
         if entry is None:
             log.error("FRESCO_PRELOAD names unknown model %s", model_id)
@@ -118,7 +118,7 @@ def _init_render_process(**_: object) -> None:
     # reason), but never reports ready: a rollout of a broken model config stops here.
     if settings.ready_file and loaded:
         touch(settings.ready_file)
-        log.info("preloaded %s; ready", ", ".join(settings.preload_list) or "nothing")
+        log.info("preloaded %s; ready", ", ".join(settings.preload) or "nothing")
 
 
 # --- the render child's shutdown handlers ------------------------------------------------

@@ -6,7 +6,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import StorageDep, TenantDep
 from api.image_inputs import store_upload
-from fresco import images
+from api import images
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 

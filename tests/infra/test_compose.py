@@ -17,7 +17,8 @@ from fresco.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-DOCKERFILE_CPU = ROOT / "infra" / "Dockerfile"
+DOCKERFILE_API = ROOT / "infra" / "Dockerfile"
+DOCKERFILE_CPU_WORKER = ROOT / "infra" / "Dockerfile.worker"
 DOCKERFILE_CUDA = ROOT / "infra" / "Dockerfile.cuda"
 ENV_EXAMPLE = ROOT / "infra" / ".env.example"
 
@@ -106,7 +107,8 @@ def dockerfile_of(svc: dict) -> str | None:
 
 
 def torch_pin() -> str:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
     pins = [d for d in deps if re.match(r"torch\s*==", d)]
     assert len(pins) == 1, f"pyproject.toml should pin torch exactly once, found {pins}"
     return pins[0].replace(" ", "")
@@ -362,20 +364,33 @@ def test_no_bare_dollar_variables(compose):
 def test_dockerfiles_pin_torch():
     pin = torch_pin()
     assert pin == "torch==2.13.0"
-    cpu = DOCKERFILE_CPU.read_text()
+    cpu = DOCKERFILE_CPU_WORKER.read_text()
     cuda = DOCKERFILE_CUDA.read_text()
-    for path, text in ((DOCKERFILE_CPU, cpu), (DOCKERFILE_CUDA, cuda)):
+    for path, text in ((DOCKERFILE_CPU_WORKER, cpu), (DOCKERFILE_CUDA, cuda)):
         assert pin in text, f"{path.name} must install {pin}"
-        assert "pip install -e ." in text, f"{path.name} must install the project"
-        users = re.findall(r"^USER\s+(\S+)", text, re.M)
-        assert users and users[-1] not in ("root", "0"), f"{path.name} must run as a non-root user"
+        assert "pip install -e '.[worker]'" in text, f"{path.name} must install the project with the worker extra"
     assert re.search(r"^FROM python:3\.11-slim\b", cpu, re.M)
-    assert "--index-url https://download.pytorch.org/whl/cpu" in cpu, "the CPU image takes torch from the CPU index"
+    assert "--index-url https://download.pytorch.org/whl/cpu" in cpu, "the CPU worker takes torch from the CPU index"
     assert re.search(r"^FROM (nvidia/cuda|pytorch/pytorch):", cuda, re.M)
     assert "whl/cpu" not in cuda, "the CUDA image must not install the CPU torch"
 
 
-@pytest.mark.parametrize("dockerfile", [DOCKERFILE_CPU, DOCKERFILE_CUDA])
+def test_api_image_carries_no_torch():
+    text = DOCKERFILE_API.read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert "pip install -e '.[api]'" in text, "the API image installs the project with the api extra"
+    installs = " ".join(re.findall(r"^RUN .*pip install.*$", text, re.M))
+    for heavy in ("torch", "diffusers", "[worker]", "[dev]"):
+        assert heavy not in installs, f"the API image must not install {heavy}"
+
+
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE_API, DOCKERFILE_CPU_WORKER, DOCKERFILE_CUDA])
+def test_images_run_as_non_root(dockerfile):
+    users = re.findall(r"^USER\s+(\S+)", dockerfile.read_text(), re.M)
+    assert users and users[-1] not in ("root", "0"), f"{dockerfile.name} must run as a non-root user"
+
+
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE_API, DOCKERFILE_CPU_WORKER, DOCKERFILE_CUDA])
 def test_build_context_keeps_secrets_and_venv_out(dockerfile):
     ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
     assert ignore.exists(), f"{ignore.name} keeps .env and .venv out of the image"

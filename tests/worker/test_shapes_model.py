@@ -24,7 +24,7 @@ from scipy import ndimage  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
 from worker.pipelines.shapes import ShapesPipeline  # noqa: E402
-from worker.pipelines.train_shapes import COLOUR_NAMES, COLOURS, SHAPES, caption, draw_shapes  # noqa: E402
+from model_tools.train_shapes import COLOUR_NAMES, COLOURS, SHAPES, caption, draw_shapes  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "shapes"
 PALETTE = np.array(list(COLOURS.values()), dtype=np.float32) / 255

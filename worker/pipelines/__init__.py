@@ -1,1 +1,1 @@
-"""Diffusers pipelines and model builders that ship with the farm."""
+"""Diffusers pipelines that ship with the farm (the tools that build their weights are in model_tools/)."""

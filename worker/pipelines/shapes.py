@@ -1,6 +1,6 @@
 """ShapesPipeline: text-to-image in pixel space for the farm's default model.
 
-The model (``models/shapes``, trained by ``worker.pipelines.train_shapes``) draws one
+The model (``models/shapes``, trained by ``model_tools.train_shapes``) draws one
 coloured shape on a coloured background from prompts like "a red circle on a blue
 background". Its components are stock classes (``UNet2DConditionModel``,
 ``CLIPTextModel``, ``CLIPTokenizer`` and any diffusers scheduler), so

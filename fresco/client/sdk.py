@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from fresco.settings import get_settings
+from fresco.settings import get_client_settings
 
 
 class ApiError(Exception):
@@ -28,9 +28,10 @@ class ApiError(Exception):
 
 class Client:
     def __init__(self, api_url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
-        settings = get_settings()
+        settings = get_client_settings()
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else "")
         self.http = httpx.Client(base_url=(api_url or settings.api_url).rstrip("/"), timeout=timeout,
-                                 headers={"Authorization": f"Bearer {api_key or settings.api_key or ''}"})
+                                 headers={"Authorization": f"Bearer {key}"})
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         r = self.http.request(method, path, **kw)

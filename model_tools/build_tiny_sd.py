@@ -5,7 +5,7 @@ CLIPTextModel, a CLIPTokenizer from a generated vocab and merges) at a size a CP
 in milliseconds a step. Its pictures are noise; what it proves is that the farm loads a
 diffusers-format folder with ``from_pretrained`` exactly as it would a real checkpoint.
 
-    python -m worker.pipelines.build_tiny_sd --out models/tiny-sd
+    python -m model_tools.build_tiny_sd --out models/tiny-sd
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Train the farm's default model, "shapes", from scratch on a CPU.
 
-    python -m worker.pipelines.train_shapes --out models/shapes
+    python -m model_tools.train_shapes --out models/shapes
 
 The data is drawn on the fly (seeded, vectorised numpy): one coloured shape on a
 coloured background per 32x32 image, captioned "a red circle on a blue background" or
@@ -406,7 +406,7 @@ def write_training_md(args: argparse.Namespace, facts: dict, sample_s: dict[int,
     argv = sys.argv[1:]
     if facts["steps_done"] < args.steps and not args.stop_after:
         argv += ["--stop-after", str(facts["steps_done"])]  # what the time budget did, made explicit
-    command = "python -m worker.pipelines.train_shapes " + shlex.join(argv)
+    command = "python -m model_tools.train_shapes " + shlex.join(argv)
     text = f"""# shapes: how this model was trained
 
 Rebuild (same arguments, same seed, one torch thread: the same weights on the same

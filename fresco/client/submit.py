@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from fresco.client.sdk import Client
+
 
 def read_items(path: Path) -> list[dict]:
     """A .jsonl file (one item object a line) or a text file (one prompt a line)."""
@@ -29,8 +31,6 @@ def _bar(b: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fresco.client import Client
-
     client = Client(api_url=args.api_url, api_key=args.api_key)
     items = read_items(Path(args.file))
     defaults = {k: v for k, v in {"model": args.model, "steps": args.steps, "width": args.width, "height": args.height,
