@@ -1,6 +1,6 @@
 """The Celery app: configuration and routing only.
 
-Delivery settings follow DESIGN.md: late acks, reject on worker lost, prefetch 1, one
+Delivery settings follow docs/design.md: late acks, reject on worker lost, prefetch 1, one
 render process, results ignored (state lives in Postgres), a broker visibility timeout
 far beyond the lease. Models load in the render child after fork (signals.py).
 """

@@ -1,7 +1,7 @@
 """Structural checks of docker-compose.yml, the Dockerfiles and infra/.env.example.
 
 No Docker engine is needed: the compose file is parsed with PyYAML (which resolves its
-anchors and `<<` merges as compose does) and checked against DESIGN.md ("Processes and
+anchors and `<<` merges as compose does) and checked against docs/design.md ("Processes and
 settings", "Delivery") and fresco.settings.
 """
 from __future__ import annotations
@@ -24,11 +24,11 @@ ENV_EXAMPLE = ROOT / "infra" / ".env.example"
 
 REQUIRED_SERVICES = {"api", "worker", "redis", "postgres", "minio", "minio-init", "flower", "migrate", "sweeper"}
 
-# The commands of DESIGN.md, verbatim.
+# The commands of docs/design.md, verbatim.
 API_CMD = "uvicorn api.main:app --host 0.0.0.0 --port 8000"
 WORKER_CMD = "celery -A worker.app worker -E"
 MIGRATE_CMD = "alembic upgrade head"
-# DESIGN.md writes `--port 5555`; Flower passes its options to tornado, which only takes
+# The public contract writes `--port 5555`; Flower passes its options to tornado, which only takes
 # `--port=5555` and exits on the other form.
 FLOWER_CMD = "celery -A worker.app flower --port=5555"
 SWEEPER_CMD = "python -m worker.sweeper"
@@ -131,7 +131,7 @@ def test_required_services_exist(services):
 ])
 def test_service_runs_the_design_command(services, name, command):
     assert command in command_of(services[name]), (
-        f"{name} must run `{command}` (DESIGN.md), runs `{command_of(services[name])}`")
+        f"{name} must run `{command}` (docs/design.md), runs `{command_of(services[name])}`")
 
 
 def test_worker_command_leaves_pool_and_concurrency_to_the_app(services):
@@ -188,7 +188,7 @@ def test_redis_keeps_its_data(services):
     redis = services["redis"]
     cmd = command_of(redis)
     assert "redis-server" in cmd
-    assert "--appendonly yes" in cmd, "Redis must run with AOF (DESIGN.md, Delivery)"
+    assert "--appendonly yes" in cmd, "Redis must run with AOF (docs/design.md, Delivery)"
     assert "--appendfsync everysec" in cmd
     assert "--maxmemory-policy noeviction" in cmd, "Redis must never evict broker keys"
     assert "redis-cli" in command_of({"command": redis["healthcheck"]["test"]})

@@ -37,7 +37,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 # manifest valid on 1.35 is for the versions after it that clusters run today).
 K8S_VERSION = "1.35"
 
-# The commands of DESIGN.md ("Processes and settings"), per compose service / component.
+# The commands of docs/design.md ("Processes and settings"), per compose service / component.
 COMMANDS = {
     "api": ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"],
     "worker": ["celery", "-A", "worker.app", "worker", "-E"],
@@ -334,7 +334,7 @@ def test_scaledobject_says_why_postgres_and_not_redis():
 @pytest.mark.parametrize("component", sorted(COMMANDS))
 def test_same_command_and_image_as_compose(component):
     c = container(component)
-    assert c["command"] == COMMANDS[component], f"{component} must run `{' '.join(COMMANDS[component])}` (DESIGN.md)"
+    assert c["command"] == COMMANDS[component], f"{component} must run `{' '.join(COMMANDS[component])}` (docs/design.md)"
     assert "args" not in c, f"{component}: arguments beyond the design command"
     svc = compose_services()[component]
     cmd = compose_command(svc)
