@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api import url_secret
@@ -43,14 +44,20 @@ async def read_body(request: Request) -> bytes:
     return await request.body()
 
 
-def get_tenant(session: SessionDep,
-               authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None) -> uuid.UUID:
-    if not authorization:
-        raise Unauthorized("missing Authorization header: send `Authorization: Bearer <API key>`")
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+# Declares the scheme in the OpenAPI document (components.securitySchemes.bearerAuth, and
+# `security` on every route that takes a tenant), so generated clients and the docs page's
+# Authorize button send the key. auto_error=False: the farm answers its own 401 shape.
+bearer = HTTPBearer(scheme_name="bearerAuth", auto_error=False,
+                    description="An API key: `Authorization: Bearer <key>` (`fresco keys create --tenant NAME`).")
+
+
+def get_tenant(request: Request, session: SessionDep,
+               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> uuid.UUID:
+    if credentials is None:  # no header, another scheme, or an empty key
+        if not request.headers.get("authorization"):
+            raise Unauthorized("missing Authorization header: send `Authorization: Bearer <API key>`")
         raise Unauthorized("the Authorization header must be `Bearer <API key>`")
-    tenant_id = tenants.tenant_for_key(session, key=key.strip())
+    tenant_id = tenants.tenant_for_key(session, key=credentials.credentials)
     if tenant_id is None:
         raise Unauthorized("unknown or revoked API key")
     return tenant_id

@@ -12,10 +12,47 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import ErrorResponse, ErrorType
 from fresco.errors import FrescoError
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
+
+# What each status means on this API and the error types it carries: the OpenAPI
+# document's responses (``error_responses``), so a generated client parses every error
+# into one ErrorResponse model.
+_STATUS_DOCS: dict[int, tuple[str, tuple[ErrorType, ...]]] = {
+    401: ("No API key, an unknown or revoked one, or (signed file URLs) a bad or expired signature.",
+          (ErrorType.UNAUTHORIZED,)),
+    404: ("No such id for this tenant: another tenant's ids answer 404 too.", (ErrorType.NOT_FOUND,)),
+    409: ("A conflict: an Idempotency-Key used before with another body, or nothing left to cancel or retry.",
+          (ErrorType.CONFLICT,)),
+    413: ("The body is over FRESCO_MAX_BODY_BYTES (chunked or not), a batch has more than FRESCO_MAX_BATCH_ITEMS "
+          "items, or an image is over its limit.", (ErrorType.PAYLOAD_TOO_LARGE,)),
+    422: ("Bad input: the message names the field and the limit, `field` says where; nothing was created.",
+          (ErrorType.INVALID_REQUEST,)),
+    500: ("A bug in the farm (never bad input); logged with its traceback.", (ErrorType.INTERNAL_ERROR,)),
+    503: ("A dependency is down: Postgres or Redis (`service_unavailable`) or storage (`transient_error`). "
+          "Retry after `Retry-After` seconds.", (ErrorType.SERVICE_UNAVAILABLE, ErrorType.TRANSIENT_ERROR)),
+}
+_RETRY_AFTER_DOC = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """``responses=`` for a route that can answer these statuses (500 is added: any route
+    can fail). Declaring 422 also replaces FastAPI's default validation-error shape."""
+    out: dict[int | str, dict] = {}
+    for status in sorted({*statuses, 500}):
+        text, types = _STATUS_DOCS[status]
+        doc = {"model": ErrorResponse, "description": f"{text} `error.type`: {', '.join(f'`{t}`' for t in types)}."}
+        if status == 503:
+            doc["headers"] = _RETRY_AFTER_DOC
+        out[status] = doc
+    return out
+
+
+# The statuses most routes share: a tenant's key is checked (401) and Postgres read (503).
+AUTHED = (401, 503)
 
 
 def error_response(status: int, type_: str, message: str, headers: dict | None = None, **extra: object) -> JSONResponse:

@@ -29,9 +29,13 @@ def store_upload(storage: Storage, tenant_id: uuid.UUID, data: bytes, field: str
 
 
 class ImageInputs:
-    def __init__(self, storage: Storage, tenant_id: uuid.UUID) -> None:
+    """``write=False`` (a dry run): inline images are checked as they would be stored,
+    and not stored."""
+
+    def __init__(self, storage: Storage, tenant_id: uuid.UUID, *, write: bool = True) -> None:
         self.storage = storage
         self.tenant_id = tenant_id
+        self.write = write
         self._resolved: dict[str, str] = {}
 
     def apply(self, spec: dict, where: str) -> None:
@@ -48,8 +52,11 @@ class ImageInputs:
             key = UPLOAD_KEY.format(tenant=self.tenant_id, upload=upload_id, ext="png")
             if not UPLOAD_ID.match(upload_id) or not self.storage.exists(key):
                 raise InvalidSpec(f"{field}: no upload {upload_id!r} (POST /v1/uploads returns the reference)", field=field)
-        else:
+        elif self.write:
             ref = store_upload(self.storage, self.tenant_id, images.from_base64(value, field), field)
             key = UPLOAD_KEY.format(tenant=self.tenant_id, upload=ref["id"], ext="png")
+        else:
+            _, upload_id = images.normalize(images.decode(images.from_base64(value, field), field))
+            key = UPLOAD_KEY.format(tenant=self.tenant_id, upload=upload_id, ext="png")
         self._resolved[value] = key
         return key

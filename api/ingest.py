@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from api.image_inputs import ImageInputs
 from api.json_input import check_fields, check_metadata, decode, join
+from api.estimate import estimate
 from api.schemas import check_servable
 from db import jobs as jobs_db
 from db.jobs import Demand, NewJob
@@ -171,24 +172,54 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
         session.flush()
     except IntegrityError:  # a concurrent request with the same key won the race
         raise Conflict("a request with this Idempotency-Key is being processed; retry to get its batch") from None
-    count = 0
+    jobs = _Validated(defaults, items, registry, settings, images)
+    demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
+                               max_attempts=settings.max_attempts, jobs=jobs)
+    batch.total = jobs.checked_count()
+    return batch, demand, True
 
-    def jobs() -> Iterator[NewJob]:
-        nonlocal count
-        for where, item in items:
-            count += 1
-            if count > settings.max_batch_items:
-                raise PayloadTooLarge(f"items: more than {settings.max_batch_items} items in one batch")
-            job = to_job(defaults, item, where, registry, images)
+
+class _Validated:
+    """A batch's items as jobs, each checked as it streams past (merged over the
+    defaults, resolved, servable), counted against FRESCO_MAX_BATCH_ITEMS: what a
+    submission inserts and what a dry run counts are the same jobs."""
+
+    def __init__(self, defaults: dict[str, Any], items: Iterable[tuple[str, Any]], registry: Registry,
+                 settings: Settings, images: ImageInputs | None) -> None:
+        self.defaults, self.items, self.registry, self.settings, self.images = defaults, items, registry, settings, images
+        self.count = 0
+
+    def __iter__(self) -> Iterator[NewJob]:
+        for where, item in self.items:
+            self.count += 1
+            if self.count > self.settings.max_batch_items:
+                raise PayloadTooLarge(f"items: more than {self.settings.max_batch_items} items in one batch")
+            job = to_job(self.defaults, item, where, self.registry, self.images)
             check_servable(job, where)
             yield job
 
-    demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
-                               max_attempts=settings.max_attempts, jobs=jobs())
-    if count == 0:
-        raise InvalidSpec("items: a batch needs at least one item", field="items")
-    batch.total = count
-    return batch, demand, True
+    def checked_count(self) -> int:
+        if self.count == 0:
+            raise InvalidSpec("items: a batch needs at least one item", field="items")
+        return self.count
+
+
+def dry_run(session: Session, *, tenant_id: uuid.UUID, header: dict[str, Any], items: Iterable[tuple[str, Any]],
+            registry: Registry, settings: Settings, idempotency_key: str | None, request_hash: str | None,
+            images: ImageInputs | None = None) -> dict[str, Any]:
+    """What create_batch would do, validated the same way, without writing anything:
+    the job count, the sampling calls per signature and an ETA (api/estimate.py)."""
+    if idempotency_key:  # checked as a submission would be, and left unused
+        existing = jobs_db.find_batch_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
+        if existing is not None and existing.request_hash != request_hash:
+            raise Conflict("Idempotency-Key was already used with a different request body")
+    defaults, _, _, _ = validate_header(header)
+    jobs = _Validated(defaults, items, registry, settings, images)
+    demand = Demand()
+    for job in jobs:
+        demand.add(job.queue, job.model, job.signature)
+    jobs.checked_count()
+    return estimate(session, demand, registry, settings)
 
 
 def request_hash(raw: bytes, content_type: str) -> str:

@@ -23,8 +23,10 @@ app = FastAPI(
     version=version("fresco"),  # the installed package's (pyproject.toml), one number to bump
     summary="A render farm for diffusion models: submit thousands of prompts, get images back.",
     description=("Every route but /healthz, /readyz and signed /v1/files URLs takes `Authorization: Bearer <API key>` "
-                 "(create one with `fresco keys create --tenant NAME`). Errors are "
-                 "`{\"error\": {\"type\", \"message\"}}`; 503 with Retry-After while a dependency is down."),
+                 "(create one with `fresco keys create --tenant NAME`; the security scheme `bearerAuth`, which "
+                 "the Authorize button of /docs fills in). Errors are `{\"error\": {\"type\", \"message\", "
+                 "\"field\"?}}` (the `ErrorResponse` schema; each route lists the statuses it answers and their "
+                 "types); 503 with Retry-After while a dependency is down."),
 )
 errors.install(app)
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +41,35 @@ class BatchCreate(BaseModel):
     priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first (default 0). A JSON integer: a string such as \"5\", a boolean or null is refused.")
     webhook_url: str | None = Field(default=None, max_length=2000, description="Recorded; called back by the webhooks feature.")
     metadata: dict[str, Any] | None = Field(default=None, description=f"Your own JSON object, echoed back: at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON, nested at most {MAX_JSON_DEPTH} levels, finite numbers only.")
+
+
+class ErrorType(StrEnum):
+    """What a client can see in an HTTP error's ``error.type`` (fresco/errors.py's classes
+    and api/errors.py's handlers; tests/api/test_openapi.py holds the two together)."""
+
+    INVALID_REQUEST = "invalid_request"  # 422: the message and `field` name what is wrong
+    UNAUTHORIZED = "unauthorized"  # 401: no key, an unknown or revoked key, a bad file-URL signature
+    NOT_FOUND = "not_found"  # 404: no such id for this tenant (another tenant's id included)
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
+    CONFLICT = "conflict"  # 409: an Idempotency-Key reused with another body; nothing left to cancel or retry
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # 413: a body over FRESCO_MAX_BODY_BYTES, too many items, a big image
+    SERVICE_UNAVAILABLE = "service_unavailable"  # 503 + Retry-After: Postgres or Redis is down
+    TRANSIENT_ERROR = "transient_error"  # 503 + Retry-After: storage is down
+    INTERNAL_ERROR = "internal_error"  # 500: a bug, logged with its traceback
+    HTTP_ERROR = "http_error"  # any other HTTP status the framework answers
+
+
+class ErrorBody(BaseModel):
+    type: ErrorType = Field(description="Machine-readable; the status's description lists the types it carries.")
+    message: str = Field(description="For people: what was wrong, naming the field and the limit.")
+    field: str | None = Field(default=None, description="Where the bad input is (`items[17].width`, `line 3.prompt`, "
+                                                        "`cursor`): only on invalid_request.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers: `{"error": {"type", "message", "field"?}}`."""
+
+    error: ErrorBody
 
 
 class Progress(BaseModel):
@@ -111,6 +141,54 @@ class BatchPublic(BaseModel):
 class JobList(BaseModel):
     data: list[JobPublic]
     next_cursor: str | None
+
+
+class BatchList(BaseModel):
+    data: list[BatchPublic]
+    next_cursor: str | None = Field(description="Pass it back as `cursor` for the next page; null on the last page.")
+
+
+class DryRunSignature(BaseModel):
+    signature: str = Field(description="The jobs' shared call shape (docs/design.md, *The job spec and the batch "
+                                       "signature*).")
+    model: str
+    jobs: int
+    batch_size: int = Field(description="Images per sampling call for this model on the farm's device (FRESCO_DEVICE: "
+                                        "the registry's cuda batch size unless it says cpu).")
+    calls: int = Field(description="ceil(jobs / batch_size).")
+    seconds_per_image: float | None = Field(description="Observed: the mean render time per image (its share of "
+                                                        "the sampling call, encoding, upload) of this signature's "
+                                                        "latest succeeded jobs in the last 24 hours; null without "
+                                                        "such history.")
+
+
+class DryRun(BaseModel):
+    """What POST /v1/batches?dry_run=true answers: the batch was validated as a real
+    submission is, and nothing was created."""
+
+    dry_run: Literal[True] = True
+    jobs: int = Field(description="Jobs the batch would create.")
+    calls: int = Field(description="Sampling calls they would take: the sum over signatures of ceil(jobs / batch size).")
+    eta_s: float | None = Field(description="Seconds of rendering at the farm's observed speed for these models and "
+                                            "shapes, as one worker would take them (k idle workers: about eta_s / k; "
+                                            "jobs already queued are not counted). Null when any signature has no "
+                                            "history in the last 24 hours.")
+    signatures: list[DryRunSignature]
+
+
+class UploadPublic(BaseModel):
+    id: str
+    ref: str = Field(description="`upload:ID`: put it in a spec's `init_image` or `mask_image`.")
+    width: int
+    height: int
+    format: str
+    bytes: int
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(description="postgres, redis, storage: `ok` or `down: <reason>`.")
+    error: ErrorBody | None = Field(default=None, description="When unavailable: `service_unavailable`.")
 
 
 class ModelList(BaseModel):

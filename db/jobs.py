@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
@@ -282,6 +282,65 @@ def batch_stats(session: Session, *, batch_id: uuid.UUID) -> BatchStats:
         if r.last and (last is None or r.last > last):
             last = r.last
     return BatchStats(counts, steps, first, last)
+
+
+def batches_stats(session: Session, *, batch_ids: list[uuid.UUID]) -> dict[uuid.UUID, BatchStats]:
+    """batch_stats of many batches in one statement (a page of GET /v1/batches)."""
+    rows = session.execute(text(
+        f"SELECT batch_id, status, count(*) AS n, sum(CASE WHEN status = {RUNNING} THEN progress_step ELSE 0 END) "
+        "AS steps, min(started_at) AS first, max(finished_at) AS last FROM jobs WHERE batch_id = ANY(:ids) "
+        "GROUP BY batch_id, status").bindparams(_IDS), {"ids": batch_ids}).all()
+    acc: dict[uuid.UUID, list] = {b: [dict.fromkeys(JobState, 0), 0, None, None] for b in batch_ids}
+    for r in rows:
+        a = acc[r.batch_id]
+        a[0][JobState(r.status)] = r.n
+        a[1] += int(r.steps or 0)
+        a[2] = min((t for t in (a[2], r.first) if t), default=None)
+        a[3] = max((t for t in (a[3], r.last) if t), default=None)
+    return {b: BatchStats(*a) for b, a in acc.items()}
+
+
+def list_jobs(session: Session, *, tenant_id: uuid.UUID, before_seq: int | None, limit: int,
+              status: JobState | None = None, batch_id: uuid.UUID | None = None) -> list[Job]:
+    """A tenant's jobs newest first (seq descending), after a keyset cursor."""
+    q = select(Job).where(Job.tenant_id == tenant_id)
+    if before_seq is not None:
+        q = q.where(Job.seq < before_seq)
+    if status:
+        q = q.where(Job.status == status)
+    if batch_id:
+        q = q.where(Job.batch_id == batch_id)
+    return list(session.scalars(q.order_by(Job.seq.desc()).limit(limit)))
+
+
+def list_batches(session: Session, *, tenant_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None,
+                 limit: int) -> list[Batch]:
+    """A tenant's batches newest first, keyset on (created_at, id) (ix_batches_tenant_created)."""
+    q = select(Batch).where(Batch.tenant_id == tenant_id)
+    if before is not None:
+        q = q.where(tuple_(Batch.created_at, Batch.id) < tuple_(*before))
+    return list(session.scalars(q.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
+
+
+def seconds_per_image(session: Session, *, signatures: list[str], window_s: float,
+                      sample: int) -> dict[str, float]:
+    """Observed render time per image for each signature that has history: the mean,
+    over its latest ``sample`` succeeded jobs finished within ``window_s``, of the job's
+    share of its call (sampling_s / batch_size) plus its own encode and upload. Jobs
+    recorded from a stored object (reused_s) rendered nothing and are left out."""
+    rows = session.execute(text(f"""
+        SELECT s.signature, avg(t.per_image) AS per_image
+        FROM unnest(CAST(:sigs AS text[])) AS s(signature)
+        CROSS JOIN LATERAL (
+            SELECT (timings->>'sampling_s')::float8 / greatest((timings->>'batch_size')::int, 1)
+                   + coalesce((timings->>'encode_s')::float8, 0) + coalesce((timings->>'upload_s')::float8, 0)
+                   AS per_image
+            FROM jobs WHERE signature = s.signature AND status = {SUCCEEDED}
+              AND finished_at > now() - make_interval(secs => :window) AND timings ? 'sampling_s'
+              AND NOT timings ? 'reused_s'
+            ORDER BY finished_at DESC LIMIT :sample) AS t
+        GROUP BY s.signature"""), {"sigs": signatures, "window": window_s, "sample": sample})
+    return {r.signature: float(r.per_image) for r in rows if r.per_image is not None}
 
 
 def queue_position(session: Session, *, job: Job) -> int:

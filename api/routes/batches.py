@@ -10,10 +10,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from api import ingest
+from api import cursors, ingest
 from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
+from api.errors import AUTHED, error_responses
 from api.image_inputs import ImageInputs
-from api.schemas import BatchPublic, JobList, batch_public, batch_status, job_public, servable
+from api.schemas import (BatchList, BatchPublic, DryRun, JobList, batch_public, batch_status, job_public,
+                         servable)
 from db import jobs as jobs_db
 from db.models import Batch
 from db.session import session_scope
@@ -23,7 +25,7 @@ from fresco.errors import Conflict, InvalidSpec, NotFound
 from fresco.settings import get_settings
 from fresco.storage import Storage
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=error_responses(*AUTHED))
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines", "application/jsonlines")
 
@@ -40,10 +42,17 @@ _BODY_DOC = {
 
 
 @router.post("", status_code=202, response_model=BatchPublic, openapi_extra=_BODY_DOC,
-             summary="Submit a batch of jobs (JSON or JSONL)")
+             summary="Submit a batch of jobs (JSON or JSONL)",
+             responses={200: {"model": DryRun, "description": "`dry_run=true`: the batch is valid; what it would "
+                                                              "take. Nothing was created."},
+                        **error_responses(409, 413, 422)})
 def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: SessionDep, registry: RegistryDep,
                  storage: StorageDep,
-                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+                 dry_run: Annotated[bool, Query(description=(
+                     "Validate the batch exactly as a submission and answer 200 with its job count, sampling "
+                     "calls and ETA; create nothing (an Idempotency-Key is checked, not used up)."))] = False,
+                 ) -> JSONResponse:
     """`{"defaults": {spec…}, "items": [{prompt…, overrides, custom_id}], "priority"?, "webhook_url"?}`,
     or a JSONL body (one item a line). The whole batch is validated and recorded in one
     transaction: one bad item is a 422 naming it, and nothing is created. The same
@@ -58,6 +67,12 @@ def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: Ses
         raise InvalidSpec(f"Content-Type {content_type!r}: send application/json or application/jsonl",
                           field="content-type")
     digest = ingest.request_hash(raw, content_type) if idempotency_key else None
+    if dry_run:
+        estimate = ingest.dry_run(session, tenant_id=tenant, header=header, items=items, registry=registry,
+                                  settings=get_settings(), idempotency_key=idempotency_key, request_hash=digest,
+                                  images=ImageInputs(storage, tenant, write=False))
+        session.rollback()  # a dry run writes nothing; nothing to keep
+        return JSONResponse(servable(DryRun, estimate), status_code=200)
     batch, demand, created = ingest.create_batch(session, tenant_id=tenant, header=header, items=items,
                                                  registry=registry, settings=get_settings(),
                                                  idempotency_key=idempotency_key, request_hash=digest,
@@ -82,13 +97,15 @@ def _batch_or_404(session: Session, tenant: uuid.UUID, batch_id: uuid.UUID) -> B
     return batch
 
 
-@router.get("/{batch_id}", response_model=BatchPublic, summary="A batch's state, counts, progress and ETA")
+@router.get("/{batch_id}", response_model=BatchPublic, summary="A batch's state, counts, progress and ETA",
+            responses=error_responses(404, 422))
 def get_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> dict:
     batch = _batch_or_404(session, tenant, batch_id)
     return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))
 
 
-@router.get("/{batch_id}/jobs", response_model=JobList, summary="A batch's jobs, page by page")
+@router.get("/{batch_id}/jobs", response_model=JobList, summary="A batch's jobs, page by page",
+            responses=error_responses(404, 422))
 def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep,
               cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -121,13 +138,16 @@ def _results_lines(batch_id: uuid.UUID, storage: Storage) -> Iterator[bytes]:
 
 
 @router.get("/{batch_id}/results.jsonl", summary="One line per job: custom_id, id, state, url, seed, error",
-            response_class=StreamingResponse, responses={200: {"content": {"application/jsonl": {}}}})
+            response_class=StreamingResponse,
+            responses={200: {"content": {"application/jsonl": {"schema": {"type": "string"}}}},
+                       **error_responses(404, 422)})
 def results(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep) -> StreamingResponse:
     batch = _batch_or_404(session, tenant, batch_id)
     return StreamingResponse(_results_lines(batch.id, storage), media_type="application/jsonl")
 
 
-@router.post("/{batch_id}/cancel", response_model=BatchPublic, summary="Cancel every job that has not finished")
+@router.post("/{batch_id}/cancel", response_model=BatchPublic, summary="Cancel every job that has not finished",
+             responses=error_responses(404, 409, 422))
 def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> dict:
     """Queued jobs end `canceled` at once and are never claimed; running ones stop at
     their next sampling step. A batch with nothing left to cancel answers 409 and is left
@@ -142,7 +162,8 @@ def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) ->
     return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))
 
 
-@router.post("/{batch_id}/retry", status_code=202, response_model=BatchPublic, summary="Requeue the failed jobs")
+@router.post("/{batch_id}/retry", status_code=202, response_model=BatchPublic, summary="Requeue the failed jobs",
+             responses=error_responses(404, 409, 422))
 def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, registry: RegistryDep) -> dict:
     batch = _batch_or_404(session, tenant, batch_id)
     if batch_status(batch, jobs_db.batch_stats(session, batch_id=batch.id).counts) == BatchState.CANCELED:
@@ -152,3 +173,38 @@ def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, reg
     session.commit()
     publish(demand, registry=registry)  # after commit: the rows are the outbox
     return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))
+
+
+# GET /v1/batches?state=: a batch's state is computed from its jobs' counts (docs/design.md,
+# *States*), not stored, so a filtered page examines at most this many batches and may
+# come back short (even empty) with a next_cursor: follow it until it is null.
+STATE_SCAN = 1000
+
+
+@router.get("", response_model=BatchList, summary="The tenant's batches, newest first, page by page",
+            responses=error_responses(422))
+def list_batches(tenant: TenantDep, session: SessionDep,
+                 cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                 state: Annotated[BatchState | None, Query(description=(
+                     f"only batches in this state; a filtered page examines at most {STATE_SCAN} batches, so it "
+                     "may hold fewer than `limit` (even none) and still have a next_cursor"))] = None) -> dict:
+    before = cursors.batch_position(cursor)
+    chunk = limit + 1 if state is None else 200
+    data: list[dict] = []
+    examined = 0
+    while True:
+        rows = jobs_db.list_batches(session, tenant_id=tenant, before=before, limit=chunk)
+        stats = jobs_db.batches_stats(session, batch_ids=[b.id for b in rows])
+        for batch in rows:
+            view = batch_public(batch, stats[batch.id])
+            if state is None or view["status"] == state:
+                if len(data) == limit:  # one more than the page: there is a next page
+                    return {"data": data, "next_cursor": cursors.batch_cursor(data[-1]["created_at"], data[-1]["id"])}
+                data.append(view)
+            examined += 1
+            if state is not None and examined >= STATE_SCAN:
+                return {"data": data, "next_cursor": cursors.batch_cursor(batch.created_at, batch.id)}
+        if len(rows) < chunk:
+            return {"data": data, "next_cursor": None}
+        before = (rows[-1].created_at, rows[-1].id)

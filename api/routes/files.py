@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from api import url_secret
 from api.deps import StorageDep
+from api.errors import error_responses
 from fresco.errors import NotFound, Unauthorized
 from fresco.registry import OUTPUT_FORMATS
 from fresco.storage import verify
@@ -26,7 +27,9 @@ _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 RESULT_KEY_PATTERN = re.compile(rf"{_UUID}/(?:{_UUID}|jobs)/{_UUID}\.(?:{'|'.join(OUTPUT_FORMATS)})")
 
 
-@router.get("/{key:path}", summary="A stored result, by signed URL")
+# No API key: the signature is the credential (401 when it is bad or expired); 503 while
+# storage is down.
+@router.get("/{key:path}", summary="A stored result, by signed URL", responses=error_responses(401, 404, 422, 503))
 def get_file(key: str, storage: StorageDep, expires: Annotated[int, Query(ge=0, le=2**63 - 1)],
              sig: Annotated[str, Query(max_length=128)]) -> Response:
     if not RESULT_KEY_PATTERN.fullmatch(key):

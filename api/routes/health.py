@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import get_storage
+from api.schemas import Readiness
 from db.session import get_engine
 from fresco.dispatch import broker
 
@@ -36,7 +37,9 @@ def _checks() -> dict[str, str]:
     return out
 
 
-@router.get("/readyz", summary="Postgres, Redis and storage are reachable")
+@router.get("/readyz", summary="Postgres, Redis and storage are reachable", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "A dependency is down; Retry-After is set.",
+                             "headers": {"Retry-After": {"schema": {"type": "integer"}}}}})
 async def readyz() -> JSONResponse:
     checks = await run_in_threadpool(_checks)
     ok = all(v == "ok" for v in checks.values())

@@ -4,10 +4,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import RegistryDep, SessionDep, TenantDep
+from api.errors import AUTHED, error_responses
 from api.schemas import ModelList
 from db import model_status
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(*AUTHED))
 
 
 @router.get("", response_model=ModelList, summary="Models, the default first")

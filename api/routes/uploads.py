@@ -5,13 +5,16 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import StorageDep, TenantDep
+from api.errors import AUTHED, error_responses
 from api.image_inputs import store_upload
 from api import images
+from api.schemas import UploadPublic
 
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=error_responses(*AUTHED))
 
 
 @router.post("", status_code=201, summary="Upload an input image (PNG, JPEG or WebP body)",
+             response_model=UploadPublic, responses=error_responses(413, 422),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "image/png": {"schema": {"type": "string", "format": "binary"}},
                  "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
