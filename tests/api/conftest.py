@@ -1,6 +1,8 @@
 """The API in-process (FastAPI TestClient) on the session's real Postgres and Redis."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -31,6 +33,21 @@ def client(app):
 def other_client(app):
     with TestClient(app, headers={"Authorization": f"Bearer {_key('api-tests-other')}"}) as c:
         yield c
+
+
+@pytest.fixture
+def new_tenant(app):
+    """A client of a tenant of its own (nothing else in it), for tests that list a tenant's
+    jobs or batches; closed afterwards."""
+    clients = []
+
+    def make() -> TestClient:
+        c = TestClient(app, headers={"Authorization": f"Bearer {_key(f'api-tests-{uuid.uuid4().hex[:8]}')}"})
+        clients.append(c)
+        return c
+    yield make
+    for c in clients:
+        c.close()
 
 
 @pytest.fixture
