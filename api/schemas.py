@@ -43,9 +43,10 @@ class BatchCreate(BaseModel):
     metadata: dict[str, Any] | None = Field(default=None, description=f"Your own JSON object, echoed back: at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON, nested at most {MAX_JSON_DEPTH} levels, finite numbers only.")
 
 
+# fresco/errors.py's classes and api/errors.py's handlers produce these; the test of the
+# OpenAPI document (tests/api/test_openapi.py) holds the three together.
 class ErrorType(StrEnum):
-    """What a client can see in an HTTP error's ``error.type`` (fresco/errors.py's classes
-    and api/errors.py's handlers; tests/api/test_openapi.py holds the two together)."""
+    """An HTTP error's `error.type`: which status carries which is listed on each response."""
 
     INVALID_REQUEST = "invalid_request"  # 422: the message and `field` name what is wrong
     UNAUTHORIZED = "unauthorized"  # 401: no key, an unknown or revoked key, a bad file-URL signature
