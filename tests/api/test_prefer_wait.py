@@ -70,3 +70,41 @@ def test_a_malformed_wait_is_a_422_and_creates_nothing(client, row_count, prefer
     ("wait=61", MAX_WAIT_S), ("wait=3600", MAX_WAIT_S), ("wait=" + "9" * 5000, MAX_WAIT_S)])
 def test_the_prefer_header_is_read_as_rfc_7240_says(header, wait):
     assert requested_wait(header) == wait
+
+
+def test_a_client_that_goes_away_stops_the_wait(app, client):
+    """The app driven as uvicorn drives it: the body, then `http.disconnect` once the
+    client has gone (after 1 s). The request must end then, not after its 30 s."""
+    import json
+
+    import anyio
+
+    body = json.dumps({"prompt": "nobody waits for me"}).encode()
+    headers = [(b"host", b"testserver"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()), (b"prefer", b"wait=30"),
+               (b"authorization", client.headers["authorization"].encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/jobs", "raw_path": b"/v1/jobs", "root_path": "", "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    sent: list[dict] = []
+    gone_at = time.monotonic() + 1.0
+    body_read = False
+
+    async def receive() -> dict:
+        nonlocal body_read
+        if not body_read:
+            body_read = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        if time.monotonic() >= gone_at:  # as uvicorn answers once the connection is closed
+            return {"type": "http.disconnect"}
+        await anyio.sleep(3600)  # nothing until then (uvicorn waits on the socket)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    t0 = time.monotonic()
+    anyio.run(app, scope, receive, send)
+    elapsed = time.monotonic() - t0
+    assert 1.0 <= elapsed < 3.0, elapsed
+    assert sent[0]["status"] == 202  # what it would have said, to nobody
