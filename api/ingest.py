@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.estimate import estimate
 from api.image_inputs import ImageInputs
 from api.json_input import check_fields, check_metadata, decode, join
-from api.estimate import estimate
 from api.schemas import check_servable
 from db import jobs as jobs_db
 from db.jobs import Demand, NewJob
@@ -186,7 +186,8 @@ class _Validated:
 
     def __init__(self, defaults: dict[str, Any], items: Iterable[tuple[str, Any]], registry: Registry,
                  settings: Settings, images: ImageInputs | None) -> None:
-        self.defaults, self.items, self.registry, self.settings, self.images = defaults, items, registry, settings, images
+        self.defaults, self.items, self.images = defaults, items, images
+        self.registry, self.settings = registry, settings
         self.count = 0
 
     def __iter__(self) -> Iterator[NewJob]:

@@ -169,7 +169,8 @@ class DryRun(BaseModel):
 
     dry_run: Literal[True] = True
     jobs: int = Field(description="Jobs the batch would create.")
-    calls: int = Field(description="Sampling calls they would take: the sum over signatures of ceil(jobs / batch size).")
+    calls: int = Field(description="Sampling calls they would take: the sum over signatures of "
+                                   "ceil(jobs / batch size).")
     eta_s: float | None = Field(description="Seconds of rendering at the farm's observed speed for these models and "
                                             "shapes, as one worker would take them (k idle workers: about eta_s / k; "
                                             "jobs already queued are not counted). Null when any signature has no "

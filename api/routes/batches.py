@@ -68,11 +68,10 @@ def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: Ses
                           field="content-type")
     digest = ingest.request_hash(raw, content_type) if idempotency_key else None
     if dry_run:
-        estimate = ingest.dry_run(session, tenant_id=tenant, header=header, items=items, registry=registry,
-                                  settings=get_settings(), idempotency_key=idempotency_key, request_hash=digest,
-                                  images=ImageInputs(storage, tenant, write=False))
-        session.rollback()  # a dry run writes nothing; nothing to keep
-        return JSONResponse(servable(DryRun, estimate), status_code=200)
+        answer = ingest.dry_run(session, tenant_id=tenant, header=header, items=items, registry=registry,
+                                settings=get_settings(), idempotency_key=idempotency_key, request_hash=digest,
+                                images=ImageInputs(storage, tenant, write=False))
+        return JSONResponse(servable(DryRun, answer), status_code=200)
     batch, demand, created = ingest.create_batch(session, tenant_id=tenant, header=header, items=items,
                                                  registry=registry, settings=get_settings(),
                                                  idempotency_key=idempotency_key, request_hash=digest,
