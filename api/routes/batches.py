@@ -34,7 +34,7 @@ _BODY_DOC = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/BatchCreate"}},
-            "application/jsonl": {"schema": {"type": "string", "description":
+            "application/jsonl": {"schema": {"type": "string", "format": "binary", "description":
                 "One item per line; an optional first line of batch fields: {\"defaults\": {...}, \"priority\": 0}"}},
         },
     }

@@ -5,6 +5,7 @@ that submits a batch, reads it and reads errors against a running API."""
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import shutil
 import subprocess
@@ -149,10 +150,12 @@ def test_a_generated_client_submits_reads_and_reads_errors(generated):
     from fresco_generated import AuthenticatedClient, Client
     from fresco_generated.api.batches import (create_batch_v1_batches_post as create_batch,
                                               get_batch_v1_batches_batch_id_get as get_batch,
-                                              list_batches_v1_batches_get as list_batches)
+                                              list_batches_v1_batches_get as list_batches,
+                                              results_v1_batches_batch_id_results_jsonl_get as results)
     from fresco_generated.api.jobs import get_job_v1_jobs_job_id_get as get_job
     from fresco_generated.models import (BatchCreate, BatchItem, BatchPublic, BatchState, DryRun, ErrorResponse,
                                          ErrorType as GeneratedErrorType, SpecFields)
+    from fresco_generated.types import File
 
     api = AuthenticatedClient(base_url=farm.env["FRESCO_API_URL"], token=farm.key)
     body = BatchCreate(items=[BatchItem(prompt="a red circle", custom_id="c1"), BatchItem(prompt="a blue square")],
@@ -164,8 +167,16 @@ def test_a_generated_client_submits_reads_and_reads_errors(generated):
 
     again = get_batch.sync(client=api, batch_id=batch.id)
     assert isinstance(again, BatchPublic) and again.id == batch.id and again.created_at == batch.created_at
-    listed = list_batches.sync(client=api, limit=10)
-    assert [b.id for b in listed.data] == [batch.id] and listed.next_cursor is None
+    lines = [json.loads(line) for line in results.sync(client=api, batch_id=batch.id).splitlines()]
+    assert sorted(str(line["custom_id"]) for line in lines) == ["None", "c1"]
+
+    jsonl = b'{"defaults": {"steps": 4}}\n{"prompt": "one"}\n{"prompt": "two"}\n{"prompt": "three"}\n'
+    from_jsonl = create_batch.sync(client=api, body=File(payload=io.BytesIO(jsonl)))
+    assert isinstance(from_jsonl, BatchPublic) and from_jsonl.total == 3
+    listed = list_batches.sync(client=api, limit=1)
+    assert [b.id for b in listed.data] == [from_jsonl.id] and listed.next_cursor
+    rest = list_batches.sync(client=api, limit=1, cursor=listed.next_cursor)
+    assert [b.id for b in rest.data] == [batch.id] and rest.next_cursor is None
 
     dry = create_batch.sync(client=api, body=body, dry_run=True)
     assert isinstance(dry, DryRun) and dry.jobs == 2 and dry.calls >= 1
