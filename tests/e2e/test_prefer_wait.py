@@ -18,7 +18,10 @@ def running_farm(farm):
 
 def test_a_fast_job_with_prefer_wait_answers_200_finished(running_farm):
     farm = running_farm
-    spec = {"prompt": "a red circle on a blue background", "steps": 13, "width": 32, "height": 32, "seed": 11}
+    # the model loads with the first job: a warm-up job, so that the wait measures a render
+    warm = farm.http.post("/v1/jobs", json={"prompt": "warm up", "steps": 2})
+    assert farm.wait_job(warm.json()["id"])["status"] == "succeeded"
+    spec = {"prompt": "a red circle on a blue background", "steps": 5, "width": 40, "height": 24, "seed": 11}
     t0 = time.monotonic()
     r = farm.http.post("/v1/jobs", json=spec, headers={"Prefer": "wait=30"})
     elapsed = time.monotonic() - t0
@@ -26,10 +29,10 @@ def test_a_fast_job_with_prefer_wait_answers_200_finished(running_farm):
     assert r.headers["Preference-Applied"] == "wait=30"
     job = r.json()
     assert job["status"] == "succeeded" and job["finished_at"] and elapsed < 30
-    assert png_size(httpx.get(job["result"]["url"], timeout=30).content) == (32, 32)
+    assert png_size(httpx.get(job["result"]["url"], timeout=30).content) == (40, 24)
     assert farm.http.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
 
-    # the dry run's ETA for this shape (steps 13: no other test renders it) comes from what the job recorded
+    # the dry run's ETA for this shape (40x24, 5 steps: no other test renders it) comes from what the job recorded
     dry = farm.http.post("/v1/batches?dry_run=true", json={"defaults": {k: v for k, v in spec.items() if k != "seed"},
                                                            "items": [{"prompt": f"p{i}"} for i in range(20)]})
     assert dry.status_code == 200, dry.text
