@@ -21,7 +21,7 @@ RETRY_AFTER_S = "5"
 # What each status means on this API and the error types it carries: the OpenAPI
 # document's responses (``error_responses``), so a generated client parses every error
 # into one ErrorResponse model.
-_STATUS_DOCS: dict[int, tuple[str, tuple[ErrorType, ...]]] = {
+STATUS_DOCS: dict[int, tuple[str, tuple[ErrorType, ...]]] = {
     401: ("No API key, an unknown or revoked one, or (signed file URLs) a bad or expired signature.",
           (ErrorType.UNAUTHORIZED,)),
     404: ("No such id for this tenant: another tenant's ids answer 404 too.", (ErrorType.NOT_FOUND,)),
@@ -43,7 +43,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
     can fail). Declaring 422 also replaces FastAPI's default validation-error shape."""
     out: dict[int | str, dict] = {}
     for status in sorted({*statuses, 500}):
-        text, types = _STATUS_DOCS[status]
+        text, types = STATUS_DOCS[status]
         doc = {"model": ErrorResponse, "description": f"{text} `error.type`: {', '.join(f'`{t}`' for t in types)}."}
         if status == 503:
             doc["headers"] = _RETRY_AFTER_DOC

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.errors import _STATUS_DOCS
+from api.errors import STATUS_DOCS
 from api.schemas import ErrorResponse, ErrorType
 from fresco import errors as fresco_errors
 from support.procs import BIN
@@ -50,7 +50,7 @@ def test_every_error_status_is_documented_with_the_farms_error_shape(client):
         for status, response in op["responses"].items():
             if int(status) >= 400 and path != "/readyz":
                 assert response["content"]["application/json"]["schema"]["$ref"] == ERROR_REF, (method, path, status)
-                for t in _STATUS_DOCS[int(status)][1]:  # the types a client can see with this status
+                for t in STATUS_DOCS[int(status)][1]:  # the types a client can see with this status
                     assert f"`{t}`" in response["description"], (path, status, t)
         statuses = set(op["responses"])
         if path.startswith("/v1/"):  # a key or a signature checked, Postgres or storage read
@@ -105,7 +105,7 @@ def test_real_errors_parse_as_the_documented_model(client, app, small_body_limit
     for status, r in answers.items():
         assert r.status_code == status, r.text
         parsed = ErrorResponse.model_validate(r.json())
-        assert parsed.error.type in _STATUS_DOCS[status][1], (status, parsed)
+        assert parsed.error.type in STATUS_DOCS[status][1], (status, parsed)
 
 
 # --- a client generated from the document ------------------------------------------------
