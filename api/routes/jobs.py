@@ -11,7 +11,9 @@ from api.image_inputs import ImageInputs
 from api.ingest import to_job
 from api.json_input import decode
 from api.schemas import JobPublic, job_public, servable
+from api.webhook_input import check_webhook
 from db import jobs as jobs_db
+from db import webhooks as webhooks_db
 from fresco.constants import TERMINAL_JOB_STATES, JobState
 from fresco.dispatch import publish
 from fresco.errors import Conflict, NotFound
@@ -29,10 +31,17 @@ _BODY_DOC = {"requestBody": {"required": True, "content": {
 def create_job(raw: RawBody, tenant: TenantDep, session: SessionDep, registry: RegistryDep,
                storage: StorageDep) -> dict:
     """Validate the spec against the model registry, record the job, publish it after
-    commit. The seed is chosen and recorded when absent."""
-    job = to_job({}, decode(raw, "body"), "body", registry, ImageInputs(storage, tenant), batch_item=False)
+    commit. The seed is chosen and recorded when absent. `webhook_url` (and
+    `webhook_events`) are called when the job ends (docs/design.md, "Webhooks")."""
+    body = decode(raw, "body")
+    hook_url = hook_events = None
+    if isinstance(body, dict):
+        hook_url, hook_events = check_webhook(body.pop("webhook_url", None), body.pop("webhook_events", None))
+    job = to_job({}, body, "body", registry, ImageInputs(storage, tenant), batch_item=False)
     demand = jobs_db.copy_jobs(session, tenant_id=tenant, batch_id=None, priority=0,
                                max_attempts=get_settings().max_attempts, jobs=[job])
+    if hook_url is not None:
+        webhooks_db.set_job_webhook(session, job_id=job.id, url=hook_url, events=hook_events)
     view = servable(JobPublic, job_public(_job_or_404(session, tenant, job.id), storage))
     session.commit()
     publish(demand, registry=registry)  # after commit: the row is the outbox
