@@ -185,8 +185,9 @@ class WebhookDelivery(Base):
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(Text)
-    # The body, built at the first attempt and sent unchanged on every retry.
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The JSON body as sent, built at the first attempt and sent byte for byte on every
+    # retry (text, not jsonb, which would reorder its keys).
+    body: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -7,12 +7,10 @@ transaction that ends a job; nothing here creates events.
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -89,7 +87,7 @@ class ClaimedDelivery:
     job_id: uuid.UUID | None
     event: str
     url: str
-    payload: dict[str, Any] | None
+    body: str | None
     attempts: int  # this attempt's number (counted at the claim)
     created_at: datetime
 
@@ -106,16 +104,16 @@ def claim(session: Session, *, delivery_id: uuid.UUID, token: str, lease_s: floa
         UPDATE webhook_deliveries AS d SET lease_owner = :token, attempts = d.attempts + 1,
             lease_expires_at = now() + make_interval(secs => :lease_s)
         FROM picked WHERE d.id = picked.id
-        RETURNING d.id, d.tenant_id, d.batch_id, d.job_id, d.event, d.url, d.payload, d.attempts, d.created_at"""),
+        RETURNING d.id, d.tenant_id, d.batch_id, d.job_id, d.event, d.url, d.body, d.attempts, d.created_at"""),
         {"id": delivery_id, "token": token, "lease_s": lease_s}).first()
     return None if row is None else ClaimedDelivery(*row)
 
 
-def set_payload(session: Session, *, delivery_id: uuid.UUID, token: str, payload: dict[str, Any]) -> None:
-    """Freeze the body at the first attempt: every retry sends the same bytes' content."""
-    session.execute(text("UPDATE webhook_deliveries SET payload = CAST(:p AS jsonb) "
-                         "WHERE id = :id AND lease_owner = :token AND payload IS NULL"),
-                    {"id": delivery_id, "token": token, "p": json.dumps(payload)})
+def set_body(session: Session, *, delivery_id: uuid.UUID, token: str, body: str) -> None:
+    """Freeze the body at the first attempt: every retry sends the same bytes."""
+    session.execute(text("UPDATE webhook_deliveries SET body = :body "
+                         "WHERE id = :id AND lease_owner = :token AND body IS NULL"),
+                    {"id": delivery_id, "token": token, "body": body})
 
 
 def record_attempt(session: Session, *, delivery: ClaimedDelivery, token: str, started_at: datetime,

@@ -102,10 +102,10 @@ def deliver(delivery_id: uuid.UUID, settings: Settings | None = None) -> str | N
         delivery = webhooks_db.claim(s, delivery_id=delivery_id, token=token, lease_s=lease_s(settings))
         if delivery is None:
             return None
-        body = delivery.payload
+        body = delivery.body
         if body is None:
-            body = payload(s, delivery, settings)
-            webhooks_db.set_payload(s, delivery_id=delivery.id, token=token, payload=body)
+            body = json.dumps(payload(s, delivery, settings), separators=(",", ":"))
+            webhooks_db.set_body(s, delivery_id=delivery.id, token=token, body=body)
         secret = webhooks_db.get_secret(s, tenant_id=delivery.tenant_id)
 
     started = datetime.now(UTC)
@@ -113,7 +113,7 @@ def deliver(delivery_id: uuid.UUID, settings: Settings | None = None) -> str | N
     status_code = error = None
     try:
         check_url(delivery.url, settings.webhook_allowlist)
-        status_code, error = _post(delivery, json.dumps(body, separators=(",", ":")), secret, settings)
+        status_code, error = _post(delivery, body, secret, settings)
     except TargetRefused as e:
         error = f"refused: {e}"
     ok = status_code is not None and 200 <= status_code < 300

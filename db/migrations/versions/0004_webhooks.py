@@ -95,7 +95,7 @@ def upgrade() -> None:
     sa.Column('job_id', sa.UUID(), nullable=True),
     sa.Column('event', sa.String(length=32), nullable=False),
     sa.Column('url', sa.Text(), nullable=False),
-    sa.Column('payload', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    sa.Column('body', sa.Text(), nullable=True),
     sa.Column('status', sa.String(length=16), server_default='pending', nullable=False),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
