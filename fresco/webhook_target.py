@@ -4,13 +4,15 @@ A target is refused when its host resolves to an address that is not public (loo
 link-local, private, shared, multicast, reserved, unspecified) unless
 FRESCO_WEBHOOK_ALLOWLIST names the host, the address, or a network containing it. Checked
 when the URL is submitted (the API answers 422) and again before each delivery, since a
-DNS answer can change in between. Only http and https.
+DNS answer can change in between; a delivery then connects to the address it checked
+(:func:`pinned`), not to whatever a second lookup would answer. Only http and https.
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -36,9 +38,9 @@ def _public(ip: IPAddress) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def check_url(url: str, allowlist: Iterable[str]) -> None:
-    """Raise TargetRefused unless ``url`` is http(s) and every address its host resolves
-    to is public or allow-listed."""
+def check_url(url: str, allowlist: Iterable[str]) -> list[IPAddress]:
+    """The addresses ``url``'s host resolves to; TargetRefused unless it is http(s) and
+    every one of them is public or allow-listed (or the allow-list names the host)."""
     allowlist = [e.strip() for e in allowlist if e.strip()]
     try:
         parts = urlsplit(url)
@@ -48,15 +50,39 @@ def check_url(url: str, allowlist: Iterable[str]) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused("must be an http(s) URL with a host")
     host = parts.hostname.lower()
-    if host in {e.lower() for e in allowlist}:
-        return
+    named = host in {e.lower() for e in allowlist}
     try:
         infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise TargetRefused(f"host {host!r} does not resolve ({e})") from None
     nets = _networks(allowlist)
+    addresses = []
     for info in infos:
         ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not _public(ip) and not any(ip in net for net in nets if net.version == ip.version):
+        if not named and not _public(ip) and not any(ip in net for net in nets if net.version == ip.version):
             raise TargetRefused(f"host {host!r} resolves to {ip}, a loopback, private, link-local or reserved "
                                 "address; FRESCO_WEBHOOK_ALLOWLIST must name it to allow it")
+        addresses.append(ip)
+    return addresses
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A request to ``url``'s host sent to one checked address: the URL names the address,
+    the Host header and the TLS server name (SNI, and the name the certificate is checked
+    against) stay the host's."""
+
+    url: str
+    host_header: str
+    sni_hostname: str
+
+
+def pinned(url: str, ip: IPAddress) -> Pinned:
+    parts = urlsplit(url)
+    address = f"[{ip}]" if ip.version == 6 else str(ip)
+    port = f":{parts.port}" if parts.port is not None else ""
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (userinfo + "@" if userinfo else "") + address + port
+    host = parts.hostname or ""
+    shown = f"[{host}]" if ":" in host else host
+    return Pinned(parts._replace(netloc=netloc).geturl(), shown + port, host)

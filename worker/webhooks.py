@@ -29,7 +29,7 @@ from db.models import Batch, Job
 from db.session import session_scope
 from db.webhooks import ClaimedDelivery, webhook_id
 from fresco.settings import Settings, get_settings
-from fresco.webhook_target import TargetRefused, check_url
+from fresco.webhook_target import TargetRefused, check_url, pinned
 from worker.owner import new_token
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,11 @@ def deliver(delivery_id: uuid.UUID, settings: Settings | None = None) -> str | N
     t0 = time.perf_counter()
     status_code = error = None
     try:
-        check_url(delivery.url, settings.webhook_allowlist)
-        status_code, error = _post(delivery, body, secret, settings)
+        addresses = check_url(delivery.url, settings.webhook_allowlist)
+        for address in addresses:  # each was checked; the next only if one cannot be reached
+            status_code, error = _post(delivery, body, secret, settings, address)
+            if not (error or "").startswith("ConnectError"):
+                break
     except TargetRefused as e:
         error = f"refused: {e}"
     ok = status_code is not None and 200 <= status_code < 300
@@ -127,17 +130,22 @@ def deliver(delivery_id: uuid.UUID, settings: Settings | None = None) -> str | N
     return status
 
 
-def _post(delivery: ClaimedDelivery, body: str, secret: str, settings: Settings) -> tuple[int | None, str | None]:
+def _post(delivery: ClaimedDelivery, body: str, secret: str, settings: Settings,
+          address: Any) -> tuple[int | None, str | None]:
+    """POST to the address that was checked (no second DNS lookup), the host's name in
+    the Host header and the TLS server name."""
+    target = pinned(delivery.url, address)
     msg_id = webhook_id(delivery.id)
     now = datetime.now(UTC)
     headers = {
-        "content-type": "application/json", "user-agent": USER_AGENT,
+        "host": target.host_header, "content-type": "application/json", "user-agent": USER_AGENT,
         "webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": Webhook(secret).sign(msg_id, now, body),
     }
     try:
         with httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False) as client:
-            r = client.post(delivery.url, content=body.encode(), headers=headers)
+            r = client.post(target.url, content=body.encode(), headers=headers,
+                            extensions={"sni_hostname": target.sni_hostname})
     except httpx.HTTPError as e:
         return None, f"{type(e).__name__}: {e}"[:500]
     return r.status_code, None if r.is_success else f"HTTP {r.status_code}"

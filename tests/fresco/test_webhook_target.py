@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from fresco.webhook_target import TargetRefused, check_url
+import ipaddress
+
+from fresco.webhook_target import TargetRefused, check_url, pinned
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1/", "http://10.0.0.1/", "http://172.16.5.5/", "http://192.168.0.1/",
@@ -26,3 +28,16 @@ def test_allowlist_by_host_address_or_network():
     check_url("http://localhost:8000/", ["localhost"])
     with pytest.raises(TargetRefused):
         check_url("http://10.9.8.7/", ["10.0.0.0/16", "127.0.0.1"])
+
+
+def test_a_delivery_is_pinned_to_the_checked_address():
+    ip = ipaddress.ip_address("93.184.216.34")
+    p = pinned("https://user:pw@Example.com:8443/hook?x=1", ip)
+    assert (p.url, p.host_header, p.sni_hostname) == ("https://user:pw@93.184.216.34:8443/hook?x=1",
+                                                      "example.com:8443", "example.com")
+    p = pinned("http://hooks.example/", ipaddress.ip_address("2001:db8::1"))
+    assert (p.url, p.host_header) == ("http://[2001:db8::1]/", "hooks.example")
+
+
+def test_addresses_are_returned_for_pinning():
+    assert check_url("http://127.0.0.1:8000/", ["127.0.0.1"]) == [ipaddress.ip_address("127.0.0.1")]
