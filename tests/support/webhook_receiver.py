@@ -36,6 +36,8 @@ class WebhookReceiver:
                 status = receiver.answer(req, before)
                 try:
                     self.send_response(status)
+                    if 300 <= status < 400:  # a redirect to itself: a sender must not follow it
+                        self.send_header("location", receiver.url + "/moved")
                     self.send_header("content-length", "0")
                     self.end_headers()
                     req.answered = status
