@@ -97,7 +97,7 @@ def test_only_the_events_asked_for():
 
 
 def test_cancel_sends_no_job_event_but_completes_the_batch():
-    batch, ids, _ = _batch(3)
+    batch, _, _ = _batch(3)
     with session_scope() as s:
         tenant = s.scalar(text("SELECT tenant_id FROM batches WHERE id = :b"), {"b": batch})
         jobs_db.cancel_jobs(s, tenant_id=tenant, batch_id=batch)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 
 import pytest
 from sqlalchemy import text
 from standardwebhooks import Webhook
-
 from support.timings import FAST_TIMINGS, REPUBLISH_AFTER_S, SWEEP_S
 from support.waiting import wait_until
 from support.webhook_receiver import Received, WebhookReceiver
@@ -80,7 +80,7 @@ def test_deliveries_are_signed_retried_after_500_and_logged(hooks_farm):
 
 def test_a_delivery_survives_its_worker_being_killed_and_is_not_sent_again(hooks_farm):
     farm = hooks_farm
-    release = __import__("threading").Event()
+    release = threading.Event()
 
     def answer(req: Received, before: list[Received]) -> int:
         if not before:

@@ -1,9 +1,9 @@
 """Which webhook targets are refused (fresco/webhook_target.py), without the API."""
 from __future__ import annotations
 
-import pytest
-
 import ipaddress
+
+import pytest
 
 from fresco.webhook_target import TargetRefused, check_url, pinned
 

@@ -7,6 +7,8 @@ import uuid
 
 from sqlalchemy import text
 from standardwebhooks import Webhook
+from support.waiting import wait_until
+from support.webhook_receiver import WebhookReceiver
 
 from db import jobs as jobs_db
 from db import tenants
@@ -17,8 +19,6 @@ from db.session import session_scope
 from fresco.registry import get_registry
 from fresco.settings import get_settings
 from fresco.spec import resolve
-from support.waiting import wait_until
-from support.webhook_receiver import WebhookReceiver
 from worker.webhooks import deliver
 
 
