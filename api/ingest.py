@@ -22,6 +22,7 @@ from api.estimate import estimate
 from api.image_inputs import ImageInputs
 from api.json_input import check_fields, check_metadata, decode, join
 from api.schemas import check_servable
+from api.webhook_input import check_webhook
 from db import jobs as jobs_db
 from db.jobs import Demand, NewJob
 from db.models import Batch
@@ -30,7 +31,7 @@ from fresco.registry import Registry
 from fresco.settings import Settings
 from fresco.spec import SpecFields, resolve, signature
 
-BATCH_FIELDS = {"defaults", "items", "priority", "webhook_url", "metadata"}
+BATCH_FIELDS = {"defaults", "items", "priority", "webhook_url", "webhook_events", "metadata"}
 
 
 def _pydantic_error(e: ValidationError, where: str) -> InvalidSpec:
@@ -95,10 +96,7 @@ def validate_header(header: dict[str, Any]) -> tuple[dict[str, Any], int, str | 
     if not isinstance(priority, int) or isinstance(priority, bool) or not -100 <= priority <= 100:
         raise InvalidSpec(f"priority: must be a JSON integer in -100..100 (not a string, boolean or null), "
                           f"not {_shown(priority)}", field="priority")
-    webhook = header.get("webhook_url")
-    if webhook is not None and (not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
-                                or len(webhook) > 2000):
-        raise InvalidSpec("webhook_url: must be an http(s) URL of at most 2000 characters", field="webhook_url")
+    webhook, _ = check_webhook(header.get("webhook_url"), header.get("webhook_events"))
     metadata = header.get("metadata")
     check_metadata(metadata, "metadata")
     return defaults, priority, webhook, metadata
@@ -165,8 +163,10 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
                 raise Conflict("Idempotency-Key was already used with a different request body")
             return existing, Demand(), False
     defaults, priority, webhook, metadata = validate_header(header)
+    events = header.get("webhook_events")  # checked by validate_header
+    events = sorted(set(events)) if events is not None else None
     batch = Batch(tenant_id=tenant_id, total=0, priority=priority, idempotency_key=idempotency_key,
-                  request_hash=request_hash, webhook_url=webhook, metadata_=metadata)
+                  request_hash=request_hash, webhook_url=webhook, webhook_events=events, metadata_=metadata)
     session.add(batch)
     try:
         session.flush()

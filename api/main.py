@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodyLimit
-from api.routes import batches, files, health, jobs, models, uploads
+from api.routes import batches, files, health, jobs, models, uploads, webhooks
 from api.schemas import BatchCreate, JobCreate
 from fresco.registry import get_registry
 from fresco.settings import get_settings
@@ -30,7 +30,8 @@ app = FastAPI(
 )
 errors.install(app)
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-for router in (jobs.router, batches.router, uploads.router, models.router, files.router, health.router):
+for router in (jobs.router, batches.router, uploads.router, models.router, files.router, health.router,
+               webhooks.router):
     app.include_router(router)
 
 _generated_openapi = app.openapi

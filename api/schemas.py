@@ -14,14 +14,23 @@ from pydantic_core import PydanticSerializationError
 
 from db.jobs import BatchStats, NewJob
 from db.models import Batch, Job
-from fresco.constants import TERMINAL_JOB_STATES, BatchState, JobState
+from fresco.constants import TERMINAL_JOB_STATES, BatchState, DeliveryState, JobState, WebhookEvent
 from fresco.errors import FAILURE_MEANINGS, InvalidSpec
 from fresco.spec import MAX_JSON_DEPTH, MAX_METADATA_BYTES, SpecFields
 from fresco.storage import Storage
 
 
+WEBHOOK_URL_DOC = ("Called when the job ends or the batch completes (Standard Webhooks: webhook-id, "
+                   "webhook-timestamp, webhook-signature headers; the secret is GET /v1/webhooks/secret). "
+                   "Its host must resolve to public addresses unless FRESCO_WEBHOOK_ALLOWLIST names it.")
+WEBHOOK_EVENTS_DOC = "Events to send: job.succeeded, job.failed, batch.completed (default: all of them)."
+
+
 class JobCreate(SpecFields):
     """One job: a spec. ``prompt`` is required; everything else has the model's default."""
+
+    webhook_url: str | None = Field(default=None, max_length=2000, description=WEBHOOK_URL_DOC)
+    webhook_events: list[WebhookEvent] | None = Field(default=None, description=WEBHOOK_EVENTS_DOC)
 
 
 class BatchItem(SpecFields):
@@ -39,7 +48,8 @@ class BatchCreate(BaseModel):
     defaults: SpecFields = Field(default=None, description="Spec fields every item starts from: an object (leave it out for none; null, a list or a string is refused).")
     items: list[BatchItem] = Field(description="One job per item (at least 1, at most FRESCO_MAX_BATCH_ITEMS).")
     priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first (default 0). A JSON integer: a string such as \"5\", a boolean or null is refused.")
-    webhook_url: str | None = Field(default=None, max_length=2000, description="Recorded; called back by the webhooks feature.")
+    webhook_url: str | None = Field(default=None, max_length=2000, description=WEBHOOK_URL_DOC)
+    webhook_events: list[WebhookEvent] | None = Field(default=None, description=WEBHOOK_EVENTS_DOC)
     metadata: dict[str, Any] | None = Field(default=None, description=f"Your own JSON object, echoed back: at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON, nested at most {MAX_JSON_DEPTH} levels, finite numbers only.")
 
 
@@ -191,6 +201,34 @@ class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(description="postgres, redis, storage: `ok` or `down: <reason>`.")
     error: ErrorBody | None = Field(default=None, description="When unavailable: `service_unavailable`.")
+class WebhookSecretPublic(BaseModel):
+    secret: str = Field(description="whsec_ + base64 of 32 bytes: give it to a Standard Webhooks verifier.")
+
+
+class WebhookAttemptPublic(BaseModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None = Field(description="The receiver's HTTP status; null when no answer came.")
+    error: str | None
+    succeeded: bool
+
+
+class WebhookDeliveryPublic(BaseModel):
+    id: str = Field(description="The webhook-id header: the same on every attempt (deduplicate on it).")
+    event: WebhookEvent
+    url: str
+    job_id: uuid.UUID | None
+    status: DeliveryState
+    next_attempt_at: datetime | None = Field(description="When a pending delivery is tried next.")
+    created_at: datetime
+    finished_at: datetime | None
+    attempts: list[WebhookAttemptPublic]
+
+
+class WebhookDeliveryList(BaseModel):
+    data: list[WebhookDeliveryPublic]
+    next_cursor: str | None
 
 
 class ModelList(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Identity, Index, Integer,
                         LargeBinary, SmallInteger, String, Text, TypeDecorator, UniqueConstraint, func, text)
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fresco.constants import JobState
@@ -67,6 +67,8 @@ class Batch(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    # The events webhook_url receives (fresco.constants.WebhookEvent); NULL: all of them.
+    webhook_events: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -108,6 +110,9 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     custom_id: Mapped[str | None] = mapped_column(String(256))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    # A single job's own webhook (POST /v1/jobs); a batch's jobs use their batch's.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # When the job last became queued (created, lease expired, retried): queue wait.
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -152,3 +157,71 @@ class UrlSigningSecret(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (CheckConstraint("id = 1", name="ck_url_signing_secret_one_row"),)
+
+
+class WebhookSecret(Base):
+    """A tenant's webhook signing secret, ``whsec_`` + base64 of 32 random bytes (Standard
+    Webhooks), made on first use; rotating replaces it."""
+
+    __tablename__ = "webhook_secrets"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: one event for one URL. Rows are written by the trigger
+    ``jobs_webhook_outbox`` (migration 0004) in the transaction that ends a job; the
+    delivery task claims one under a lease, like a job. ``id`` is the event's webhook-id,
+    the same on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    # The JSON body as sent, built at the first attempt and sent byte for byte on every
+    # retry (text, not jsonb, which would reorder its keys).
+    body: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When a message was last published for it: the sweeper publishes again for a due
+    # delivery whose message is older than its due time, or lost.
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # One batch.completed per batch, even if two workers end its last jobs at once.
+        Index("uq_webhook_batch_completed", "batch_id", "event", unique=True,
+              postgresql_where=text("event = 'batch.completed'")),
+        Index("ix_webhook_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_webhook_batch_seq", "batch_id", "seq"),
+        Index("ix_webhook_job", "job_id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery, as it went."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)

@@ -5,6 +5,11 @@ from enum import StrEnum
 # strands messages already in Redis.
 RENDER_TASK = "fresco.render_unit"
 
+# Celery task that delivers one webhook event (worker/webhooks.py), and the queue only
+# the webhook worker consumes: a delivery never runs in a render process.
+WEBHOOK_TASK = "fresco.deliver_webhook"
+WEBHOOK_QUEUE = "fresco.webhooks"
+
 # Every queue name is the registry's per-model `queue` field; this one is the default.
 DEFAULT_QUEUE = "fresco.render"
 
@@ -48,3 +53,19 @@ class BatchState(StrEnum):
 
 
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+
+
+class WebhookEvent(StrEnum):
+    """What a webhook can be sent for (``webhook_events``; all of them when absent)."""
+
+    JOB_SUCCEEDED = "job.succeeded"  # a job's image is stored
+    JOB_FAILED = "job.failed"  # a job ended failed (a canceled job sends nothing)
+    BATCH_COMPLETED = "batch.completed"  # a batch's last job ended, whatever its outcome
+
+
+class DeliveryState(StrEnum):
+    """A webhook delivery's state (``webhook_deliveries.status``)."""
+
+    PENDING = "pending"  # not delivered yet: due now or at next_attempt_at
+    SUCCEEDED = "succeeded"  # the receiver answered 2xx
+    FAILED = "failed"  # no 2xx within FRESCO_WEBHOOK_RETRY_FOR_S; no more attempts

@@ -23,7 +23,7 @@ import redis
 from celery import Celery
 from kombu.serialization import dumps
 
-from fresco.constants import RENDER_TASK
+from fresco.constants import RENDER_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK
 from fresco.demand import Demand
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
@@ -79,7 +79,7 @@ def time_limits(sig: str, batch: int, settings: Settings) -> tuple[float, float]
     return soft, soft * 1.5 + 30
 
 
-def _envelope(app: Celery, queue: str, model: str, sig: str, soft: float, hard: float) -> dict:
+def _envelope(app: Celery, queue: str, task: str, kwargs: dict, soft: float, hard: float) -> dict:
     """One message as Celery (protocol 2) and kombu's Redis transport would write it,
     sent to the default exchange: routed by queue name, so it survives a Redis that lost
     kombu's binding keys (FLUSHALL).
@@ -91,7 +91,7 @@ def _envelope(app: Celery, queue: str, model: str, sig: str, soft: float, hard: 
     ``_inplace_augment_message``, body_encoding base64, priority 0)."""
     task_id = str(uuid.uuid4())
     headers, properties, body, _ = app.amqp.as_task_v2(
-        task_id, RENDER_TASK, kwargs={"model": model, "signature": sig},
+        task_id, task, kwargs=kwargs,
         time_limit=hard, soft_time_limit=soft, ignore_result=True)
     content_type, encoding, payload = dumps(body, serializer="json")
     raw = payload.encode("utf-8") if isinstance(payload, str) else payload
@@ -128,7 +128,7 @@ def publish(demand: Demand, *, registry: Registry | None = None, raise_errors: b
         for (queue, model, sig), n in demand.items():
             b = batch_size(registry, model)
             soft, hard = time_limits(sig, b, settings)
-            template = _template(_envelope(app, queue, model, sig, soft, hard))
+            template = _template(_envelope(app, queue, RENDER_TASK, {"model": model, "signature": sig}, soft, hard))
             for _ in range(math.ceil(n / b)):
                 task_id = str(uuid.uuid4())
                 pipe.lpush(queue, template.replace(_TASK_ID, task_id).replace(_TAG, str(uuid.uuid4())))
@@ -141,3 +141,24 @@ def publish(demand: Demand, *, registry: Registry | None = None, raise_errors: b
             raise
         return 0
     return total
+
+
+def publish_webhooks(delivery_ids: list, settings: Settings | None = None) -> int:
+    """One message per webhook delivery on the webhook queue, after the commit that made
+    them. A failure is logged, not raised: the sweeper publishes for due deliveries."""
+    if not delivery_ids:
+        return 0
+    settings = settings or get_settings()
+    soft = settings.webhook_timeout_s + 30
+    app = sender()
+    try:
+        pipe = broker().pipeline(transaction=False)
+        for delivery_id in delivery_ids:
+            pipe.lpush(WEBHOOK_QUEUE, json.dumps(_envelope(app, WEBHOOK_QUEUE, WEBHOOK_TASK,
+                                                           {"delivery_id": str(delivery_id)}, soft, soft + 30)))
+        pipe.execute()
+    except Exception as e:  # as publish(): any broker error
+        log.warning("publish of %d webhook messages failed (%s: %s); the sweeper will republish",
+                    len(delivery_ids), type(e).__name__, e)
+        return 0
+    return len(delivery_ids)

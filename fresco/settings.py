@@ -163,6 +163,17 @@ class Settings(_FrescoSettings):
     deadline_base_s: float = 120.0
     deadline_per_megapixel_step_s: float = 2.0
 
+    # --- webhooks (worker/webhooks.py) ---------------------------------------------------
+    # Hosts, addresses or CIDRs a webhook may target although they resolve to loopback,
+    # link-local, private or reserved addresses (refused otherwise). Env: comma-separated.
+    webhook_allowlist: CommaList = []
+    # How long a delivery is retried (from its event) before it ends `failed`.
+    webhook_retry_for_s: float = Field(default=86400.0, gt=0)
+    # First retry after about this long; doubled each attempt (with jitter), at most an hour.
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    # Connect + read timeout of one POST to a receiver.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
     # --- worker -----------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = None

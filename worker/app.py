@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from fresco.constants import DEFAULT_QUEUE, RENDER_TASK
+from fresco.constants import DEFAULT_QUEUE, RENDER_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK
 from fresco.dispatch import broker_options
 from fresco.registry import get_registry
 from fresco.settings import get_settings
@@ -61,7 +61,9 @@ app.conf.update(
     task_send_sent_event=False,
     task_queues=[Queue(q, routing_key=q) for q in queues],
     task_default_queue=queues[0],
-    task_routes={RENDER_TASK: {"queue": queues[0]}},
+    # Webhooks have a queue of their own, not in task_queues: a render worker never
+    # consumes it; `celery -A worker.app worker -Q fresco.webhooks -P threads` does.
+    task_routes={RENDER_TASK: {"queue": queues[0]}, WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
     worker_hijack_root_logger=False,
 )
 # FRESCO_LIVE_FILE, touched from the consumer's event loop (worker/probes.py).

@@ -17,11 +17,12 @@ import time
 from typing import Any
 
 from db import jobs as jobs_db
+from db import webhooks as webhooks_db
 from db.jobs import ClaimedJob
 from db.session import session_scope
 from fresco.constants import JobState
 from fresco.demand import Demand
-from fresco.dispatch import publish
+from fresco.dispatch import publish, publish_webhooks
 from fresco.errors import JobFailure, StorageError
 from worker.encoding import encode
 from worker.retries import TRANSIENT, with_retries
@@ -98,18 +99,21 @@ def record_success(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str,
     spec = job.spec
     result = {"width": spec["width"], "height": spec["height"], "seed": spec["seed"], "format": spec["output_format"]}
 
-    def go() -> bool:
+    def go() -> tuple[bool, list]:
         with session_scope() as s:
-            return jobs_db.finish_success(s, job_id=job.id, token=unit.token, result_key=result_key(job),
-                                          result=result, timings=job_timings(res, unit, job, extra))
+            ok = jobs_db.finish_success(s, job_id=job.id, token=unit.token, result_key=result_key(job),
+                                        result=result, timings=job_timings(res, unit, job, extra))
+            # the webhook events the job's end wrote (the outbox trigger, migration 0004)
+            return ok, webhooks_db.fresh_for_job(s, job_id=job.id, batch_id=job.batch_id) if ok else []
     try:
-        ok = with_retries(go, what=f"record job {job.id}", settings=res.settings)
+        ok, hooks = with_retries(go, what=f"record job {job.id}", settings=res.settings)
     except TRANSIENT:
         # Postgres stayed down: the lease will expire, the job will be claimed again,
         # and its stored object recorded without rendering it twice.
         log.error("job %s: could not record success; the lease will bring it back", job.id)
         return
     _done(unit, job)
+    publish_webhooks(hooks, res.settings)  # after commit; the sweeper covers a lost one
     if ok:
         log.info("job %s succeeded (batch %s)", job.id, job.batch_id)
     else:
@@ -117,17 +121,20 @@ def record_success(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str,
 
 
 def record_failure(res: Resources, unit: Unit, job: ClaimedJob, failure: JobFailure) -> None:
-    def go() -> JobState | None:
+    def go() -> tuple[JobState | None, list]:
         with session_scope() as s:
-            return jobs_db.finish_failure(s, job_id=job.id, token=unit.token, error_type=failure.type,
-                                          message=failure.message, retry=failure.retry,
-                                          timings=job_timings(res, unit, job, {}))
+            status = jobs_db.finish_failure(s, job_id=job.id, token=unit.token, error_type=failure.type,
+                                            message=failure.message, retry=failure.retry,
+                                            timings=job_timings(res, unit, job, {}))
+            ended = status in (JobState.FAILED, JobState.CANCELED)
+            return status, webhooks_db.fresh_for_job(s, job_id=job.id, batch_id=job.batch_id) if ended else []
     try:
-        status = with_retries(go, what=f"record failure of {job.id}", settings=res.settings)
+        status, hooks = with_retries(go, what=f"record failure of {job.id}", settings=res.settings)
     except TRANSIENT:
         log.error("job %s: could not record failure; the lease will bring it back", job.id)
         return
     _done(unit, job)
+    publish_webhooks(hooks, res.settings)
     log.warning("job %s: %s: %s -> %s (attempt %d of %d)", job.id, failure.type, failure.message[:200], status,
                 job.attempts, job.max_attempts)
     if status == JobState.QUEUED:

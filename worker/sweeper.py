@@ -6,7 +6,9 @@
    publish, Redis was down, a message was lost) get messages, so that the messages
    waiting on each queue cover the queued jobs (ceil(n/B) per signature);
 3. the broker epoch: a random token in Redis; if it is missing, Redis lost its data and
-   every queued job is republished at once, without waiting for it to age.
+   every queued job is republished at once, without waiting for it to age;
+4. webhooks: deliveries that are due (a retry's time came, a message was lost, the
+   delivering worker died and its lease expired) get a message (worker/webhooks.py).
 
 It runs as a thread in every worker's main process (so a farm of API + workers recovers
 on its own) and as ``python -m worker.sweeper`` for deployments that want it apart.
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from db import jobs as jobs_db
+from db import webhooks as webhooks_db
 from db.session import session_scope
 from fresco.constants import BROKER_EPOCH_KEY
 from fresco.demand import Demand, DemandKey
-from fresco.dispatch import batch_size, broker, publish
+from fresco.dispatch import batch_size, broker, publish, publish_webhooks
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from worker.probes import touch
@@ -43,6 +46,7 @@ class SweepReport:
     republished: int = 0
     broker_reset: bool = False
     skipped: bool = False
+    webhooks: int = 0
 
 
 class Sweeper:
@@ -68,6 +72,10 @@ class Sweeper:
             age = 0.0 if report.broker_reset else self.settings.republish_after_s
             queued = jobs_db.queued_demand(s, older_than_s=age)
         report.republished += self._cover(queued, trust_queue=not report.broker_reset)
+
+        with session_scope() as s:  # SKIP LOCKED and marked published: sweepers never both publish
+            due = webhooks_db.due(s, republish_after_s=self.settings.republish_after_s)
+        report.webhooks = publish_webhooks(due, self.settings)
         return report
 
     def _broker_lost_data(self) -> bool:

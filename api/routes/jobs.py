@@ -19,7 +19,9 @@ from api.ingest import to_job
 from api.json_input import decode
 from api.prefer import MAX_WAIT_S, requested_wait
 from api.schemas import JobList, JobPublic, job_public, servable
+from api.webhook_input import check_webhook
 from db import jobs as jobs_db
+from db import webhooks as webhooks_db
 from db.session import session_scope
 from fresco.constants import TERMINAL_JOB_STATES, JobState
 from fresco.dispatch import publish
@@ -55,7 +57,8 @@ async def create_job(request: Request, raw: RawBody, tenant: TenantDep, session:
                          f"{MAX_WAIT_S}) for the job to finish and answer 200 with it, else the usual 202. Other "
                          "preferences are ignored."))] = None) -> JSONResponse:
     """Validate the spec against the model registry, record the job, publish it after
-    commit. The seed is chosen and recorded when absent."""
+    commit. The seed is chosen and recorded when absent. `webhook_url` (and
+    `webhook_events`) are called when the job ends (docs/design.md, "Webhooks")."""
     wait_s = requested_wait(prefer)  # before anything is stored: a bad value creates nothing
     view = await run_in_threadpool(_submit, raw, tenant, session, registry, storage)
     if wait_s is None:
@@ -95,9 +98,15 @@ def cancel_job(job_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storag
 
 
 def _submit(raw: bytes, tenant: uuid.UUID, session: Session, registry: Registry, storage: Storage) -> dict[str, Any]:
-    job = to_job({}, decode(raw, "body"), "body", registry, ImageInputs(storage, tenant), batch_item=False)
+    body = decode(raw, "body")
+    hook_url = hook_events = None
+    if isinstance(body, dict):
+        hook_url, hook_events = check_webhook(body.pop("webhook_url", None), body.pop("webhook_events", None))
+    job = to_job({}, body, "body", registry, ImageInputs(storage, tenant), batch_item=False)
     demand = jobs_db.copy_jobs(session, tenant_id=tenant, batch_id=None, priority=0,
                                max_attempts=get_settings().max_attempts, jobs=[job])
+    if hook_url is not None:
+        webhooks_db.set_job_webhook(session, job_id=job.id, url=hook_url, events=hook_events)
     view = servable(JobPublic, job_public(_job_or_404(session, tenant, job.id), storage))
     session.commit()
     publish(demand, registry=registry)  # after commit: the row is the outbox

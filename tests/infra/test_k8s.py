@@ -45,6 +45,8 @@ COMMANDS = {
     "flower": ["celery", "-A", "worker.app", "flower", "--port=5555"],
     "migrate": ["alembic", "upgrade", "head"],
     "sweeper": ["python", "-m", "worker.sweeper"],
+    "webhooks": ["celery", "-A", "worker.app", "worker", "-Q", "fresco.webhooks", "-P", "threads", "-c", "8",
+                 "-n", "webhooks@%h"],
 }
 # Settings Kubernetes sets that compose does not, and why: Flower's login comes from its
 # environment in the cluster (compose passes it on the command line).

@@ -45,6 +45,9 @@ class SessionEnvironment:
             "FRESCO_MODELS": str(ROOT / "models" / "registry.toml"),
             "FRESCO_API_URL": "http://127.0.0.1:8000",
             "FRESCO_URL_SECRET": f"test-secret-{self.run_id}",
+            # Webhook receivers in the tests listen on loopback; no other target is allowed,
+            # so nothing a test submits can make a worker send traffic off the machine.
+            "FRESCO_WEBHOOK_ALLOWLIST": "127.0.0.1",
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             # moto's S3 server takes any credentials; boto3 only needs some to sign with

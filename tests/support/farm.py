@@ -75,6 +75,15 @@ class Farm:
             wait_until(lambda: self._worker_ready(proc), 90, f"worker {name} to be ready")
         return proc
 
+    def start_webhook_worker(self, name: str = "hooks1", **env: str) -> Proc:
+        """The webhook worker as docker-compose runs it: the webhook queue only, threads."""
+        e = {**self.env, **env}
+        proc = Proc(name, [str(BIN / "celery"), "-A", "worker.app", "worker", "-Q", "fresco.webhooks", "-P", "threads",
+                           "-c", "4", "-n", f"{name}@%h-{self.port}", "--loglevel", "INFO"], e, self.tmp / f"{name}.log")
+        self.procs[name] = proc
+        wait_until(lambda: self._worker_ready(proc), 90, f"webhook worker {name} to be ready")
+        return proc
+
     def _worker_ready(self, proc: Proc) -> bool:
         if not proc.alive():
             raise AssertionError(f"worker {proc.name} exited:\n" + proc.tail())
