@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, TenantDep
+from api.errors import AUTHED, error_responses
 from api.schemas import WebhookDeliveryList, WebhookSecretPublic
 from db import jobs as jobs_db
 from db import webhooks as webhooks_db
 from fresco.constants import DeliveryState
 from fresco.errors import InvalidSpec, NotFound
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], responses=error_responses(*AUTHED))
 
 
 @router.get("/v1/webhooks/secret", response_model=WebhookSecretPublic, summary="The webhook signing secret")
@@ -35,7 +36,7 @@ def rotate_secret(tenant: TenantDep, session: SessionDep) -> dict:
 
 
 @router.get("/v1/batches/{batch_id}/webhooks", response_model=WebhookDeliveryList,
-            summary="A batch's webhook deliveries, each with every attempt")
+            responses=error_responses(404, 422), summary="A batch's webhook deliveries, each with every attempt")
 def list_deliveries(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep,
                     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
