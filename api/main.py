@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from api import errors
 from api.limits import BodyLimit
 from api.routes import batches, files, health, jobs, models, uploads
+from api.ui import routes as gallery
 from api.schemas import BatchCreate, JobCreate
 from fresco.registry import get_registry
 from fresco.settings import get_settings
@@ -30,6 +31,7 @@ errors.install(app)
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 for router in (jobs.router, batches.router, uploads.router, models.router, files.router, health.router):
     app.include_router(router)
+app.include_router(gallery.router)  # /ui/: the gallery (api/ui/), outside the OpenAPI document
 
 _generated_openapi = app.openapi
 
