@@ -62,8 +62,9 @@ def store(res: Resources, rendered: Rendered) -> dict[str, Any]:
         with_retries(lambda: res.storage.put(key, data, content_type), what=f"upload {key}", settings=res.settings)
     except TRANSIENT as e:
         raise StorageError(f"storing the image failed: {e}") from e
+    timings = {**rendered.timings, "encode_s": t1 - t0, "upload_s": time.perf_counter() - t1}
     _thumbnail(res, key, data)
-    return {**rendered.timings, "encode_s": t1 - t0, "upload_s": time.perf_counter() - t1}
+    return timings
 
 
 def _thumbnail(res: Resources, key: str, data: bytes) -> None:

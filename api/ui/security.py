@@ -3,7 +3,7 @@
 Headers: a Content-Security-Policy that allows only the API's own scripts and styles (no
 inline script or style anywhere in the gallery, so none is allowed) and images from the
 API and the object store (presigned S3 URLs, or the file URLs the API signs), no
-framing, forms posting only to the API; plus nosniff, no referrer, no caching of pages.
+framing, forms posting only to the API; plus nosniff, no referrer to other sites, no caching of pages.
 
 Actions (POST): refused when the browser says the request is cross-site (Origin not
 ours, or Sec-Fetch-Site: cross-site); the form's CSRF token is checked by the route
@@ -47,7 +47,9 @@ def security_headers() -> dict[str, str]:
                                     "style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
                                     "object-src 'none'"),
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        # Not no-referrer: under it Chromium sends `Origin: null` with the gallery's own
+        # forms, and the Origin check needs the real one. Other sites get no Referer.
+        "Referrer-Policy": "same-origin",
         "X-Frame-Options": "DENY",
     }
 

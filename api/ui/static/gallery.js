@@ -83,6 +83,9 @@
         failures.appendChild(failure(job));
       }
     }
+    document.getElementById("failures-heading").hidden = !failures.children.length;
+    document.getElementById("cancel-form").hidden = state.finished;
+    document.getElementById("retry-form").hidden = !state.counts.failed;
     section.dataset.finished = state.finished ? "yes" : "no";
     return state.finished;
   }
