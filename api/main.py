@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from api import errors
 from api.limits import BodyLimit
 from api.routes import batches, files, health, jobs, models, uploads
-from api.ui import routes as gallery
 from api.schemas import BatchCreate, JobCreate
+from api.ui import routes as gallery
 from fresco.registry import get_registry
 from fresco.settings import get_settings
 

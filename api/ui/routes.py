@@ -11,14 +11,24 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
 
 from api.deps import RawBody, SessionDep, StorageDep
 from api.routes.batches import _results_lines
 from api.schemas import batch_public, batch_status, job_public
 from api.ui import session as ui_session
 from api.ui.pages import render
-from api.ui.security import CrossSiteRefused, GalleryRoute, SignInRequired, check_same_origin
+from api.ui.security import (
+    CrossSiteRefused,
+    GalleryRoute,
+    SignInRequired,
+    check_same_origin,
+)
 from db import gallery as gallery_db
 from db import jobs as jobs_db
 from fresco.constants import BatchState, JobState

@@ -100,3 +100,26 @@ def test_a_batch_fills_in_live_and_only_its_tenant_sees_it(farm, chromium, new_k
         assert r.status == 404 and stranger.locator("img").count() == 0, path
     other.close()
     context.close()
+
+
+def test_thumbnails_from_s3_load_under_the_content_security_policy(farm, chromium, s3_server):
+    """With S3 storage the images come from the store's own origin (presigned URLs): the
+    CSP names it in img-src, so the browser loads them, and nothing else is allowed."""
+    farm.env.update(s3_server.env())
+    farm.start(workers=1)
+    batch = farm.submit([{"prompt": f"a green square {i}", "seed": i} for i in range(2)], defaults={"steps": 2})
+    farm.wait_batch(batch["id"])
+
+    context = chromium.new_context(base_url=farm.env["FRESCO_API_URL"])
+    page = sign_in(context, farm.key)
+    from_store = []
+    page.on("response", lambda r: from_store.append(r.status) if r.url.startswith(s3_server.url + "/") else None)
+    response = page.goto(f"/ui/batches/{batch['id']}")
+    directives = dict(d.strip().split(" ", 1) for d in response.headers["content-security-policy"].split(";"))
+    assert directives["img-src"] == f"'self' {s3_server.url} data:"
+    page.wait_for_function(f"() => ({LOADED_IMAGES})() === 2", timeout=30_000)
+    assert from_store == [200, 200]  # each thumbnail fetched from the store by its presigned URL
+    stored = s3_server.keys()  # a list of the bucket's keys
+    thumbs = [k for k in stored if k.endswith(".thumb.webp")]
+    assert len(thumbs) == 2
+    context.close()

@@ -6,6 +6,7 @@ a missing thumbnail is made once, downscaled, from the stored image."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import uuid
 
@@ -184,3 +185,21 @@ def test_a_missing_thumbnail_is_made_once_downscaled_from_the_stored_image(galle
     written = path.stat().st_mtime_ns
     assert gallery.get(f"/ui/jobs/{row.id}/thumb").status_code == 302
     assert path.stat().st_mtime_ns == written  # made once, not again
+
+
+def test_retry_requeues_the_failed_jobs_and_the_manifest_downloads(gallery):
+    sign_in(gallery)
+    batch = submit(gallery, ["will fail", "stays"])
+    failed = job_rows(batch["id"])[0].id
+    with session_scope() as s:
+        s.execute(text("UPDATE jobs SET status = 'failed', error_type = 'render_error', error_message = 'boom', "
+                       "finished_at = now() WHERE id = :id"), {"id": failed})
+    manifest = gallery.get(f"/ui/batches/{batch['id']}/results.jsonl")
+    assert manifest.status_code == 200 and "attachment" in manifest.headers["content-disposition"]
+    lines = [json.loads(line) for line in manifest.text.splitlines()]
+    assert [(line["state"], line["error"]) for line in lines] == [
+        ("failed", {"type": "render_error", "message": "boom"}), ("queued", None)]
+    token = csrf_of(gallery.get(f"/ui/batches/{batch['id']}").text)
+    r = gallery.post(f"/ui/batches/{batch['id']}/retry", data={"csrf": token}, headers={"Origin": OWN_ORIGIN})
+    assert r.status_code == 303
+    assert [row.status for row in job_rows(batch["id"])] == ["queued", "queued"]
