@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
@@ -78,6 +79,9 @@ class GalleryRoute(APIRoute):
                 response = RedirectResponse("/ui/login", status_code=303)
             except CrossSiteRefused as e:
                 response = HTMLResponse(render("error.html", title="Refused", message=str(e)), status_code=403)
+            except RequestValidationError:  # an id that is not a UUID: no such page
+                response = HTMLResponse(render("error.html", title="Not found", message="No such page."),
+                                        status_code=404)
             except FrescoError as e:
                 if e.status >= 500:
                     raise

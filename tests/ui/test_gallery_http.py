@@ -99,6 +99,7 @@ def test_a_tenant_never_sees_another_tenants_batches(gallery, app, new_key):
         sign_in(other, new_key(f"ui-other-{uuid.uuid4().hex[:6]}"))
         listing = other.get("/ui/")
         assert listing.status_code == 200 and batch["id"] not in listing.text and "No batches yet" in listing.text
+        assert other.get("/ui/batches/not-a-uuid").status_code == 404
         for path in (f"/ui/batches/{batch['id']}", f"/ui/batches/{batch['id']}/state",
                      f"/ui/batches/{batch['id']}/results.jsonl", f"/ui/jobs/{job_id}", f"/ui/jobs/{job_id}/image"):
             r = other.get(path)
