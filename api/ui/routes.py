@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -77,14 +77,14 @@ def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
 # --- sign in ----------------------------------------------------------------------------
 
 @router.get("/login")
-def login_form(request: Request, session: SessionDep) -> HTMLResponse:
+def login_form(request: Request, session: SessionDep) -> Response:
     if ui_session.current(request, session) is not None:
         return RedirectResponse("/ui/", status_code=303)
     return _page("login.html", error=None)
 
 
 @router.post("/login")
-def login(request: Request, raw: RawBody, session: SessionDep) -> HTMLResponse:
+def login(request: Request, raw: RawBody, session: SessionDep) -> Response:
     """The key comes in the form body, never the URL; the cookie gets a signed session."""
     check_same_origin(request)
     key = _form(raw).get("key", "").strip()
