@@ -10,6 +10,7 @@ from api import errors
 from api.limits import BodyLimit
 from api.routes import batches, files, health, jobs, models, uploads, webhooks
 from api.schemas import BatchCreate, JobCreate
+from api.ui import routes as gallery
 from fresco.registry import get_registry
 from fresco.settings import get_settings
 
@@ -33,6 +34,7 @@ app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 for router in (jobs.router, batches.router, uploads.router, models.router, files.router, health.router,
                webhooks.router):
     app.include_router(router)
+app.include_router(gallery.router)  # /ui/: the gallery (api/ui/), outside the OpenAPI document
 
 _generated_openapi = app.openapi
 

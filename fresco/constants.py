@@ -21,6 +21,9 @@ BROKER_EPOCH_KEY = "fresco:broker-epoch"
 # overwrites the same object and one tenant's objects never share a prefix with another's.
 RESULT_KEY = "{tenant}/{batch}/{job}.{ext}"
 UPLOAD_KEY = "{tenant}/uploads/{upload}.{ext}"
+# A result's thumbnail for the gallery, beside it: made once from the stored image
+# (fresco/thumbnails.py), never larger than the image.
+THUMB_KEY = "{tenant}/{batch}/{job}.thumb.webp"
 
 
 # Job and batch states of the public contract: the jobs.status column (db/models.py), the

@@ -135,6 +135,8 @@ class Settings(_FrescoSettings):
     url_secret: SecretStr | None = None
     result_url_ttl_s: int = 3600
     max_body_bytes: int = 64 * 1024 * 1024
+    # How long a gallery sign-in (/ui/, api/ui/session.py) lasts before the key is asked again.
+    ui_session_ttl_s: int = Field(default=12 * 3600, gt=0)
     max_batch_items: int = 100_000
 
     # --- delivery ---------------------------------------------------------------------

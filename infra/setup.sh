@@ -21,6 +21,13 @@ done
 pg_isready -h 127.0.0.1 -p 5432 -q || { echo "PostgreSQL does not answer on 127.0.0.1:5432" >&2; exit 1; }
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis does not answer on 127.0.0.1:6379" >&2; exit 1; }
 
+# Debian's Chromium for the gallery's browser tests (tests/ui/, driven by Playwright with
+# executable_path: Playwright's own browser download needs the internet). CI runs as root.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing chromium (Debian) for tests/ui" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # The virtualenv is rebuilt when pyproject.toml changes (its hash is kept beside it).
 stamp=".venv/.fresco-installed-$(sha256sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then

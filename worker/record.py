@@ -24,6 +24,7 @@ from fresco.constants import JobState
 from fresco.demand import Demand
 from fresco.dispatch import publish, publish_webhooks
 from fresco.errors import JobFailure, StorageError
+from fresco.thumbnails import store_thumbnail
 from worker.encoding import encode
 from worker.retries import TRANSIENT, with_retries
 from worker.unit import Failed, Rendered, Resources, Unit, result_key
@@ -62,7 +63,18 @@ def store(res: Resources, rendered: Rendered) -> dict[str, Any]:
         with_retries(lambda: res.storage.put(key, data, content_type), what=f"upload {key}", settings=res.settings)
     except TRANSIENT as e:
         raise StorageError(f"storing the image failed: {e}") from e
-    return {**rendered.timings, "encode_s": t1 - t0, "upload_s": time.perf_counter() - t1}
+    timings = {**rendered.timings, "encode_s": t1 - t0, "upload_s": time.perf_counter() - t1}
+    _thumbnail(res, key, data)
+    return timings
+
+
+def _thumbnail(res: Resources, key: str, data: bytes) -> None:
+    # The gallery's thumbnail, while the image is at hand: one more put. A failure costs
+    # the job nothing; the gallery makes a missing thumbnail when it first shows it.
+    try:
+        store_thumbnail(res.storage, key, data)
+    except (*TRANSIENT, OSError, ValueError) as e:
+        log.warning("thumbnail of %s not stored (the gallery will make it): %s", key, e)
 
 
 def reuse_stored(res: Resources, unit: Unit) -> list[ClaimedJob]:

@@ -12,7 +12,16 @@ from urllib.parse import urlparse
 def stored_objects(storage_url: str, prefix: str, *, endpoint_url: str | None = None) -> dict[str, datetime]:
     """Result keys (relative to ``storage_url``, as ``jobs.result_key`` holds them) under
     ``prefix``, each with its last-modified time. A file store's temporary ``.part-``
-    files (an upload cut short) are not objects."""
+    files (an upload cut short) are not objects; the gallery's thumbnails beside the
+    results (fresco.constants.THUMB_KEY) are not results."""
+    return {k: t for k, t in _objects(storage_url, prefix, endpoint_url).items() if not k.endswith(THUMB_SUFFIX)}
+
+
+# THUMB_KEY's ending, spelled out: this module reads the store without the farm's code.
+THUMB_SUFFIX = ".thumb.webp"
+
+
+def _objects(storage_url: str, prefix: str, endpoint_url: str | None) -> dict[str, datetime]:
     url = urlparse(storage_url)
     if url.scheme == "file":
         root = Path(url.path)

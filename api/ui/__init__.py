@@ -1,0 +1,1 @@
+"""The gallery under /ui/ (api/ui/routes.py)."""
