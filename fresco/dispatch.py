@@ -86,16 +86,20 @@ def time_limits(sig: str, batch: int, settings: Settings) -> tuple[float, float]
     return soft, soft * 1.5 + 30
 
 
-def _kombu_message(body: object, headers: dict, properties: dict, exchange: str, routing_key: str) -> dict:
+def _kombu_message(body: object, headers: dict, properties: dict, exchange: str, routing_key: str,
+                   *, base64_body: bool = True) -> dict:
     """A message as kombu's Redis transport writes it (``Channel.prepare_message`` and
-    ``_inplace_augment_message``: body_encoding base64, priority 0)."""
+    ``_inplace_augment_message``: body_encoding base64, priority 0). ``base64_body=False``
+    leaves the JSON body as it is (kombu's ``decode_body`` without an encoding), so a
+    placeholder in it can be substituted per copy."""
     content_type, encoding, payload = dumps(body, serializer="json")
-    raw = payload.encode("utf-8") if isinstance(payload, str) else payload
-    properties = dict(properties, delivery_mode=2, priority=0, body_encoding="base64",
-                      delivery_tag=str(uuid.uuid4()),
+    if base64_body:
+        raw = payload.encode("utf-8") if isinstance(payload, str) else payload
+        payload, properties = base64.b64encode(raw).decode("ascii"), dict(properties, body_encoding="base64")
+    properties = dict(properties, delivery_mode=2, priority=0, delivery_tag=str(uuid.uuid4()),
                       delivery_info={"exchange": exchange, "routing_key": routing_key})
-    return {"body": base64.b64encode(raw).decode("ascii"), "content-encoding": encoding,
-            "content-type": content_type, "headers": headers, "properties": properties}
+    return {"body": payload, "content-encoding": encoding, "content-type": content_type, "headers": headers,
+            "properties": properties}
 
 
 def _envelope(app: Celery, queue: str, model: str, sig: str, soft: float, hard: float) -> tuple[dict, dict]:
@@ -124,15 +128,16 @@ def _envelope(app: Celery, queue: str, model: str, sig: str, soft: float, hard: 
 EVENT_EXCHANGE = "celeryev"
 
 
-def _sent_event(app: Celery, fields: dict, task_id: str) -> tuple[str, str]:
-    """(channel, message) of one ``task-sent`` event, as Celery's EventDispatcher would
-    publish it when ``task_send_sent_event`` is on: Flower then shows queued work before
-    a worker takes it (state PENDING, with the message's kwargs and queue)."""
+def _sent_event(app: Celery, fields: dict) -> tuple[str, str]:
+    """(channel, template) of the ``task-sent`` events of one signature's messages, as
+    Celery's EventDispatcher would publish them with ``task_send_sent_event`` on: Flower
+    then shows queued work before a worker takes it (state PENDING, with the message's
+    kwargs and queue). The task id is a placeholder (_TASK_ID), filled in per copy."""
     hostname = anon_nodename()
     event = Event("task-sent", hostname=hostname, utcoffset=utcoffset(), pid=os.getpid(),
-                  clock=app.clock.forward(), **dict(fields, uuid=task_id, root_id=task_id))
+                  clock=app.clock.forward(), **dict(fields, uuid=_TASK_ID, root_id=_TASK_ID))
     db = broker().connection_pool.connection_kwargs.get("db", 0)
-    message = _kombu_message(event, {"hostname": hostname}, {}, EVENT_EXCHANGE, "task.sent")
+    message = _kombu_message(event, {"hostname": hostname}, {}, EVENT_EXCHANGE, "task.sent", base64_body=False)
     return f"/{db}.{EVENT_EXCHANGE}/task.sent", json.dumps(message)
 
 
@@ -166,11 +171,12 @@ def publish(demand: Demand, *, registry: Registry | None = None, raise_errors: b
             soft, hard = time_limits(sig, b, settings)
             message, sent_event = _envelope(app, queue, model, sig, soft, hard)
             template = _template(message)
+            channel, event = _sent_event(app, sent_event) if send_events else (None, None)
             for _ in range(math.ceil(n / b)):
                 task_id = str(uuid.uuid4())
                 pipe.lpush(queue, template.replace(_TASK_ID, task_id).replace(_TAG, str(uuid.uuid4())))
-                if send_events:
-                    pipe.publish(*_sent_event(app, sent_event, task_id))
+                if event is not None:
+                    pipe.publish(channel, event.replace(_TASK_ID, task_id))
                 total += 1
         pipe.execute()
     except Exception as e:  # redis and kombu raise many types for an unreachable broker
