@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-
 from support.procs import BIN, ROOT, Proc, free_port
 from support.services import Database, S3Server
 from support.waiting import wait_until
@@ -178,7 +177,7 @@ def fresh_database(session_env):
                    capture_output=True)
     yield name
     subprocess.run(["psql", f"{session_env.pg}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
-                   capture_output=True)
+                   capture_output=True, check=False)
 
 
 def test_compose_services_run_as_declared_and_render_a_batch(compose_services, fresh_database, session_env,
@@ -200,7 +199,7 @@ def test_compose_services_run_as_declared_and_render_a_batch(compose_services, f
                 Path(local).mkdir(parents=True, exist_ok=True)
             argv = mapping.args(name, listify(svc.get("entrypoint") or []) + listify(svc["command"]))
             if svc.get("restart") == "no":  # a one-shot (migrate): it must finish, and succeed
-                r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
                 assert r.returncode == 0, f"{name} ({' '.join(argv)}) failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}"
                 continue
             procs[name] = Proc(name, argv, env, tmp_path / f"{name}.log")
@@ -211,10 +210,11 @@ def test_compose_services_run_as_declared_and_render_a_batch(compose_services, f
                 raise AssertionError(f"{name} exited:\n{procs[name].tail()}")
             cmd = [mapping.text(name, a) for a in healthcheck(compose_services[name])]
             cmd = [str(BIN / cmd[0])] + cmd[1:] if (BIN / cmd[0]).exists() else cmd
-            return subprocess.run(cmd, cwd=ROOT, env=envs[name], capture_output=True, timeout=30).returncode == 0
+            checked = subprocess.run(cmd, cwd=ROOT, env=envs[name], capture_output=True, timeout=30, check=False)
+            return checked.returncode == 0
         for name in procs:
             assert healthcheck(compose_services[name]), f"{name} has no healthcheck"
-            wait_until(lambda: healthy(name), 180, f"{name}'s healthcheck to pass", interval=1)
+            wait_until(lambda name=name: healthy(name), 180, f"{name}'s healthcheck to pass", interval=1)
 
         # A batch through the api, rendered by the worker, stored in the S3 store.
         from db import tenants
@@ -225,8 +225,9 @@ def test_compose_services_run_as_declared_and_render_a_batch(compose_services, f
         db.dispose()
         api = httpx.Client(base_url=f"http://127.0.0.1:{mapping.api_port}", timeout=30,
                            headers={"Authorization": f"Bearer {key}"})
-        r = api.post("/v1/batches", json={"defaults": {"model": "tiny-sd", "width": 32, "height": 32, "steps": 2},
-                                          "items": [{"prompt": "a harbour", "seed": 1}, {"prompt": "a hill", "seed": 2}]})
+        defaults = {"model": "tiny-sd", "width": 32, "height": 32, "steps": 2}
+        items = [{"prompt": "a harbour", "seed": 1}, {"prompt": "a hill", "seed": 2}]
+        r = api.post("/v1/batches", json={"defaults": defaults, "items": items})
         assert r.status_code == 202, r.text
         batch = r.json()
 

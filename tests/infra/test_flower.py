@@ -21,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from support.procs import BIN, ROOT, Proc, free_port
 from support.registry import model
 from support.waiting import wait_until
@@ -142,9 +141,10 @@ def test_flower_names_the_work_of_a_batch_while_it_renders(farm, flower):
 
     # Afterwards: each job id finds exactly the task that rendered it, with its outcome; the
     # batch id finds both.
-    done = wait_until(lambda: (lambda t: t if len(t) == 2 and all(x["state"] == "SUCCESS" for x in t.values())
-                               else None)(flower.tasks(search=batch["id"])),
-                      30, "both render tasks to succeed in Flower")
+    def both_succeeded() -> dict[str, dict] | None:
+        tasks = flower.tasks(search=batch["id"])
+        return tasks if len(tasks) == 2 and all(t["state"] == "SUCCESS" for t in tasks.values()) else None
+    done = wait_until(both_succeeded, 30, "both render tasks to succeed in Flower")
     tenant = str(farm.db.scalar("SELECT tenant_id FROM jobs WHERE id = :id", id=jobs[0]))
     for job in jobs:
         found = flower.tasks(search=job)
@@ -161,8 +161,10 @@ def test_flower_names_the_work_of_a_batch_while_it_renders(farm, flower):
     demand = Demand()
     demand.add("flower-test", "tiny-sd", report["signature"])
     assert publish(demand) == 1
-    noop = wait_until(lambda: (lambda t: t if t and all(x["state"] == "SUCCESS" for x in t.values()) else None)(
-        flower.tasks(search='"nothing to claim"')), 60, "the surplus message to end in Flower")
+    def surplus_ended() -> dict[str, dict] | None:
+        tasks = flower.tasks(search='"nothing to claim"')
+        return tasks if tasks and all(t["state"] == "SUCCESS" for t in tasks.values()) else None
+    noop = wait_until(surplus_ended, 60, "the surplus message to end in Flower")
     assert len(noop) == 1 and result_of(next(iter(noop.values())))["claimed"] == 0
 
     # What an operator sees of one render (kept for the docs and the report).
