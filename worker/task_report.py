@@ -67,10 +67,11 @@ def nothing_claimed(*, model: str, signature: str, queue: str | None) -> dict[st
 
 def send_progress(task: Any, report: dict[str, Any], **fields: Any) -> None:
     """A ``task-progress`` event carrying ``report`` as the task's result so far. Best
-    effort: Flower's view is a nicety, never a reason for a render to fail."""
+    effort, not retried: Flower's view is a nicety, never a reason for a render to fail
+    or wait (the next step's event replaces a lost one)."""
     if task is None:
         return
     try:
-        task.send_event("task-progress", result=repr(report), **fields)
+        task.send_event("task-progress", retry=False, result=repr(report), **fields)
     except Exception as e:  # the broker is down: the render goes on
         log.debug("task-progress event not sent: %s", type(e).__name__)
