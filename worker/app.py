@@ -58,7 +58,9 @@ app.conf.update(
     worker_soft_shutdown_timeout=settings.shutdown_grace_s,
     worker_enable_soft_shutdown_on_idle=False,
     worker_send_task_events=True,
-    task_send_sent_event=False,
+    # Queued work shows in Flower. The farm publishes through fresco.dispatch, which
+    # sends these events itself in the same round trip as the messages.
+    task_send_sent_event=True,
     task_queues=[Queue(q, routing_key=q) for q in queues],
     task_default_queue=queues[0],
     # Webhooks have a queue of their own, not in task_queues: a render worker never

@@ -13,6 +13,7 @@ from db.jobs import ClaimedJob
 from db.session import session_scope
 from fresco.dispatch import publish
 from fresco.spec import Signature
+from worker import task_report
 from worker.owner import new_token
 from worker.retries import TRANSIENT, with_retries
 from worker.unit import Resources, Unit
@@ -27,20 +28,22 @@ def _claim(res: Resources, signature: str, limit: int, token: str) -> list[Claim
     return with_retries(go, what="claim", settings=res.settings)
 
 
-def claim_unit(res: Resources, model: str, signature: str, task: Any = None) -> Unit | None:
+def claim_unit(res: Resources, model: str, signature: str, task: Any = None, queue: str | None = None) -> Unit | None:
     """The unit to render now, or None when the message finds nothing (a duplicate or a
-    late one: it is dropped)."""
+    late one: it is dropped). ``queue``: the queue the message came from (messages
+    published before it was named carry none: the model's queue then)."""
     entry = res.registry.get(model)
     if entry is None:
         log.error("message for unknown model %s dropped (registry changed?)", model)
         return None
     token = new_token()
+    message_signature = signature
     limit = entry.batch_size(res.device)
     started = time.perf_counter()
     jobs = _claim(res, signature, limit, token)
     if not jobs:
         with session_scope() as s:
-            nxt = jobs_db.next_signature(s, queues=[entry.queue])
+            nxt = jobs_db.next_signature(s, queues=[queue or entry.queue])
         if nxt is None:
             return None
         signature = nxt
@@ -59,7 +62,8 @@ def claim_unit(res: Resources, model: str, signature: str, task: Any = None) -> 
         else:
             time.sleep(0.005)
     return Unit(entry, Signature.parse(signature), token, jobs, {"batch_wait_s": time.perf_counter() - started},
-                task=task)
+                task=task, queue=queue or entry.queue,
+                message_signature=None if signature == message_signature else message_signature)
 
 
 def isolate_retries(res: Resources, unit: Unit) -> None:
@@ -83,3 +87,5 @@ def isolate_retries(res: Resources, unit: Unit) -> None:
     log.info("unit %s: %d retried jobs given back to render alone", unit.token, len(extra))
     released = {j.id for j in extra}
     unit.jobs = [j for j in unit.jobs if j.id not in released]
+    unit.released.extend(extra)
+    unit.outcomes.update((j.id, task_report.GIVEN_BACK) for j in extra)

@@ -29,7 +29,7 @@ from fresco.errors import DeadlineExceeded, ModelUnavailable
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import open_storage
-from worker import record
+from worker import record, task_report
 from worker.claim import claim_unit, isolate_retries
 from worker.drain import Drain, ShutdownRequested
 from worker.handback import hand_back
@@ -77,19 +77,24 @@ class Engine:
         self.drain.start(self.settings.shutdown_grace_s)
         return True
 
-    def run_unit(self, *, model: str, signature: str, task: Any = None) -> dict:
+    def run_unit(self, *, model: str, signature: str, queue: str | None = None, task: Any = None) -> dict:
+        """Claim and render one unit; returns what Flower shows as the task's result
+        (worker/task_report.py): the jobs with their outcomes, or that nothing was claimed."""
         # Busy from the claim on: a SIGTERM during the claim starts a drain instead of
         # exiting with claimed rows nobody renders until their lease expires.
         self.busy = True
         unit: Unit | None = None
         try:
             # 1. Claim up to B jobs of the signature, or what this queue should run next.
-            unit = claim_unit(self.res, model, signature, task)
+            unit = claim_unit(self.res, model, signature, task, queue=queue)
             if unit is None:
-                return {"claimed": 0}
+                return task_report.nothing_claimed(model=model, signature=signature, queue=queue)
             # 2. Keep at most one retried job: it may be what killed the last render process.
             isolate_retries(self.res, unit)
             log.info("unit %s: claimed %d jobs (%s)", unit.token, len(unit.jobs), unit.signature)
+            # Flower finds the running task by any of its job, batch or tenant ids from now on.
+            task_report.send_progress(task, unit.report(progress=f"0/{unit.signature.steps}"),
+                                      step=0, steps=unit.signature.steps, jobs=len(unit.jobs))
             self.drain.check("rendering")
             with Lease([j.id for j in unit.jobs], unit.token, self.settings) as unit.lease:
                 self._render(unit)
@@ -99,8 +104,9 @@ class Engine:
             # worker's warm shutdown goes on.
             self.handing_back = True
             if unit is None:
-                return {"claimed": 0}
-            return {"claimed": len(unit.jobs), "handed_back": hand_back(self.res, unit)}
+                return task_report.nothing_claimed(model=model, signature=signature, queue=queue)
+            hand_back(self.res, unit)
+            return unit.report()
         except SoftTimeLimitExceeded:
             if unit is None:
                 raise
@@ -109,7 +115,7 @@ class Engine:
             self.busy = False
             self.handing_back = False
             self.drain.clear()
-        return {"claimed": len(unit.jobs)}
+        return unit.report()
 
     def _render(self, unit: Unit) -> None:
         # 3. A retried job whose image an earlier attempt stored is recorded, not rendered.

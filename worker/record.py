@@ -25,6 +25,7 @@ from fresco.demand import Demand
 from fresco.dispatch import publish, publish_webhooks
 from fresco.errors import JobFailure, StorageError
 from fresco.thumbnails import store_thumbnail
+from worker import task_report
 from worker.encoding import encode
 from worker.retries import TRANSIENT, with_retries
 from worker.unit import Failed, Rendered, Resources, Unit, result_key
@@ -123,8 +124,9 @@ def record_success(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str,
         # Postgres stayed down: the lease will expire, the job will be claimed again,
         # and its stored object recorded without rendering it twice.
         log.error("job %s: could not record success; the lease will bring it back", job.id)
+        unit.outcomes[job.id] = task_report.UNRECORDED
         return
-    _done(unit, job)
+    _done(unit, job, task_report.SUCCEEDED if ok else task_report.LEASE_LOST)
     publish_webhooks(hooks, res.settings)  # after commit; the sweeper covers a lost one
     if ok:
         log.info("job %s succeeded (batch %s)", job.id, job.batch_id)
@@ -144,8 +146,9 @@ def record_failure(res: Resources, unit: Unit, job: ClaimedJob, failure: JobFail
         status, hooks = with_retries(go, what=f"record failure of {job.id}", settings=res.settings)
     except TRANSIENT:
         log.error("job %s: could not record failure; the lease will bring it back", job.id)
+        unit.outcomes[job.id] = task_report.UNRECORDED
         return
-    _done(unit, job)
+    _done(unit, job, f"{status}: {failure.type}" if status is not None else task_report.LEASE_LOST)
     publish_webhooks(hooks, res.settings)
     log.warning("job %s: %s: %s -> %s (attempt %d of %d)", job.id, failure.type, failure.message[:200], status,
                 job.attempts, job.max_attempts)
@@ -155,6 +158,7 @@ def record_failure(res: Resources, unit: Unit, job: ClaimedJob, failure: JobFail
         publish(demand, registry=res.registry)
 
 
-def _done(unit: Unit, job: ClaimedJob) -> None:
+def _done(unit: Unit, job: ClaimedJob, outcome: str) -> None:
+    unit.outcomes[job.id] = outcome
     if unit.lease is not None:
         unit.lease.done(job.id)

@@ -21,7 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from db.jobs import ClaimedJob
 from fresco.errors import RenderError
-from worker import sampler
+from worker import sampler, task_report
 from worker.drain import Drain, ShutdownRequested
 from worker.unit import Failed, Rendered, Resources, Unit
 
@@ -89,11 +89,8 @@ def step_callback(res: Resources, unit: Unit, group: list[ClaimedJob], drain: Dr
         except Exception as e:  # progress is best effort; the lease thread retries
             log.warning("progress update failed: %s", type(e).__name__)
             return False
-        if unit.task is not None:
-            try:
-                unit.task.send_event("task-progress", step=step, steps=steps, jobs=len(ids))
-            except Exception:  # Flower's view is a nicety, never a failure
-                pass
+        task_report.send_progress(unit.task, unit.report(progress=f"{step}/{steps}"), step=step, steps=steps,
+                                  jobs=len(ids))
         # Nothing left worth computing in this call: stop at this step boundary.
         return not (ids & set(unit.lease.live()))
     return on_step

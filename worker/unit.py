@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from fresco.registry import ModelEntry, Registry
 from fresco.settings import Settings
 from fresco.spec import Signature
 from fresco.storage import Storage
+from worker import task_report
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +57,12 @@ class Unit:
     jobs: list[ClaimedJob]
     timings: dict[str, float] = field(default_factory=dict)  # shared by its jobs: batch wait, load
     task: Any = None  # the Celery task that carries it: progress events for Flower
+    queue: str | None = None  # the queue its message came from
+    message_signature: str | None = None  # the message's own, when it claimed another
+    # What Flower shows (worker/task_report.py): each job's outcome once recorded, and
+    # jobs claimed then given back before rendering (poison isolation).
+    outcomes: dict[uuid.UUID, str] = field(default_factory=dict)
+    released: list[ClaimedJob] = field(default_factory=list)
     lease: Lease | None = None  # set while it renders
     pipe: Any = None  # set by the load step
     scheduler_config: dict = field(default_factory=dict)
@@ -73,6 +81,18 @@ class Unit:
             return list(jobs)
         ids = set(self.lease.live())
         return [j for j in jobs if j.id in ids]
+
+    def report(self, progress: str | None = None) -> dict[str, Any]:
+        """The unit as its task shows it in Flower: worker/task_report.py."""
+        outcomes = dict(self.outcomes)
+        if self.lease is not None:
+            for job_id in self.lease.canceled:
+                outcomes.setdefault(job_id, task_report.CANCELED)
+            for job_id in self.lease.lost:
+                outcomes.setdefault(job_id, task_report.LEASE_LOST)
+        return task_report.summary(model=self.entry.id, signature=str(self.signature), queue=self.queue,
+                                   jobs=self.jobs + self.released, outcomes=outcomes,
+                                   message_signature=self.message_signature, progress=progress)
 
 
 @dataclass

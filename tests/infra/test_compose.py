@@ -277,6 +277,11 @@ def test_sweeper_and_flower_have_healthchecks(services):
     assert "5555/healthcheck" in command_of({"command": flower["healthcheck"]["test"]})
 
 
+def test_flower_keeps_a_bounded_number_of_tasks(services):
+    # Flower holds every task it has seen in memory unless told otherwise (100,000 by default).
+    assert 0 < int(env_of(services["flower"])["FLOWER_MAX_TASKS"]) <= 20000
+
+
 def test_images(services):
     for name in ("api", "migrate", "sweeper", "flower"):
         assert dockerfile_of(services[name]) == "infra/Dockerfile", f"{name} uses the CPU image"
@@ -324,9 +329,11 @@ def test_secrets_come_from_the_environment(services):
 
 
 def test_flower_and_minio_require_credentials(services):
-    cmd = command_of(services["flower"])
-    m = re.search(r"--basic-auth[= ](\$\{[^}]*\}):(\$\{[^}]*\})(?:\s|$)", cmd)
-    assert m, f"flower must run with --basic-auth=${{USER_VAR}}:${{PASSWORD_VAR}}: {cmd}"
+    # Flower's login comes from its environment (FLOWER_BASIC_AUTH), never its command line.
+    assert "basic-auth" not in command_of(services["flower"]) and "basic_auth" not in command_of(services["flower"])
+    value = env_of(services["flower"]).get("FLOWER_BASIC_AUTH", "")
+    m = re.fullmatch(r"(\$\{[^}]*\}):(\$\{[^}]*\})", value)
+    assert m, f"flower must get FLOWER_BASIC_AUTH=${{USER_VAR}}:${{PASSWORD_VAR}}: {value!r}"
     for part in m.groups():
         ref = WHOLE_REF.match(part)
         assert ref and (ref.group(2) or "").startswith(":?"), f"flower basic auth must be ${{VAR:?...}}: {part}"

@@ -48,9 +48,9 @@ COMMANDS = {
     "webhooks": ["celery", "-A", "worker.app", "worker", "-Q", "fresco.webhooks", "-P", "threads", "-c", "8",
                  "-n", "webhooks@%h"],
 }
-# Settings Kubernetes sets that compose does not, and why: Flower's login comes from its
-# environment in the cluster (compose passes it on the command line).
-K8S_ONLY_ENV = {"flower": {"FLOWER_BASIC_AUTH"}}
+# Settings Kubernetes sets that compose does not, and why (none: Flower's login comes from
+# FLOWER_BASIC_AUTH in both).
+K8S_ONLY_ENV: dict[str, set[str]] = {}
 # Compose values that are the operator's to set (`${VAR:-default}`): the address clients
 # see differs between one box and a cluster.
 OPERATOR_SET = {"FRESCO_S3_PUBLIC_ENDPOINT_URL", "FRESCO_PUBLIC_URL"}
@@ -342,7 +342,7 @@ def test_same_command_and_image_as_compose(component):
     cmd = compose_command(svc)
     assert cmd[:len(COMMANDS[component])] == COMMANDS[component], f"compose {component} runs {cmd}"
     extra = cmd[len(COMMANDS[component]):]
-    # compose's only extra: Flower's login, which the cluster passes in FLOWER_BASIC_AUTH.
+    # compose once passed Flower's login as an argument; both now take it from FLOWER_BASIC_AUTH.
     assert all(a.startswith("--basic-auth=") for a in extra), f"compose {component} has arguments k8s lacks: {extra}"
     if extra:
         assert "FLOWER_BASIC_AUTH" in container_env(c)

@@ -302,7 +302,7 @@ def test_a_redelivered_message_never_renders_a_running_job_twice(farm, tmp_path)
     w2 = farm.start_worker("w2")
     redelivered = wait_until(lambda: [t for t in task_ids if f"render_unit[{t}] received" in w2.log.read_text()],
                              60, "the message to be redelivered to w2", interval=0.2)
-    wait_until(lambda: re.search(rf"render_unit\[{redelivered[0]}\] succeeded in [0-9.]+s: {{'claimed': 0}}",
+    wait_until(lambda: re.search(rf"render_unit\[{redelivered[0]}\] succeeded in [0-9.]+s: {{'claimed': 0, ",
                                  w2.log.read_text()), 60, "w2 to drop the redelivered message")
     redelivered_at = time.time()
     assert farm.http.get(f"/v1/jobs/{job['id']}").json()["status"] == "running"

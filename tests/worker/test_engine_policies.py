@@ -163,7 +163,10 @@ def harness(tmp_path):
 
 def test_a_unit_renders_stores_and_records_each_job(harness):
     ids = harness.submit(["a", "b", "c"])
-    assert harness.run() == {"claimed": 3}
+    report = harness.run()
+    # What Flower shows as the task's result: the jobs it rendered and how each ended.
+    assert report["claimed"] == 3 and report["model"] == harness.model and report["signature"] == harness.sig
+    assert report["jobs"] == {str(i): "succeeded" for i in ids}
     rows = harness.rows(ids)
     assert [r["status"] for r in rows] == [JobState.SUCCEEDED] * 3
     assert all(r["attempts"] == 1 and r["timings"]["batch_size"] == 3 and r["lease_owner"] is None for r in rows)
@@ -290,7 +293,8 @@ def test_shutdown_mid_call_hands_the_unit_back_without_counting_the_attempt(harn
             assert harness.engine.request_drain()  # what the SIGTERM handler calls; grace 0 s
     harness.pipe.hook = sigterm
     ids = harness.submit(["a", "b"])
-    assert harness.run() == {"claimed": 2, "handed_back": 2}
+    report = harness.run()
+    assert report["claimed"] == 2 and report["jobs"] == {str(i): "queued: handed back on shutdown" for i in ids}
     rows = harness.rows(ids)
     assert all(r["status"] == JobState.QUEUED and r["attempts"] == 0 for r in rows)
     assert harness.messages() == 1 and not harness.stored()
