@@ -26,10 +26,11 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from fresco.errors import DeadlineExceeded, ModelUnavailable
+from fresco.logs import bind, unbind
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import open_storage
-from worker import record
+from worker import metrics, record
 from worker.claim import claim_unit, isolate_retries
 from worker.drain import Drain, ShutdownRequested
 from worker.handback import hand_back
@@ -82,6 +83,7 @@ class Engine:
         # exiting with claimed rows nobody renders until their lease expires.
         self.busy = True
         unit: Unit | None = None
+        context: dict = {}
         try:
             # 1. Claim up to B jobs of the signature, or what this queue should run next.
             unit = claim_unit(self.res, model, signature, task)
@@ -89,6 +91,10 @@ class Engine:
                 return {"claimed": 0}
             # 2. Keep at most one retried job: it may be what killed the last render process.
             isolate_retries(self.res, unit)
+            # Every line while the unit runs carries its jobs' ids (fresco/logs.py).
+            context = bind(**unit_ids(unit))
+            for job in unit.jobs:
+                metrics.phase("queue_wait", (job.started_at - job.queued_at).total_seconds())
             log.info("unit %s: claimed %d jobs (%s)", unit.token, len(unit.jobs), unit.signature)
             self.drain.check("rendering")
             with Lease([j.id for j in unit.jobs], unit.token, self.settings) as unit.lease:
@@ -106,6 +112,8 @@ class Engine:
                 raise
             record.fail_all(self.res, unit, DeadlineExceeded("the render exceeded its time limit"))
         finally:
+            unbind(context)
+            metrics.gpu_memory(self.res.device)
             self.busy = False
             self.handing_back = False
             self.drain.clear()
@@ -128,6 +136,14 @@ class Engine:
         for group in unit.groups(todo):
             for outcome in render_group(self.res, unit, group, drain=self.drain):
                 record.finish(self.res, unit, outcome)
+
+
+def unit_ids(unit: Unit) -> dict[str, object]:
+    """What a line about a unit carries: its lease token and its jobs', batches' and
+    tenants' ids (a line about one job carries that job's own: worker/record.py)."""
+    return {"unit": unit.token, "model": unit.entry.id, "job_ids": [str(j.id) for j in unit.jobs],
+            "batch_ids": sorted({str(j.batch_id) for j in unit.jobs if j.batch_id}),
+            "tenant_ids": sorted({str(j.tenant_id) for j in unit.jobs})}
 
 
 _engine: Engine | None = None

@@ -10,6 +10,7 @@ from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.image_inputs import ImageInputs
 from api.ingest import to_job
 from api.json_input import decode
+from api.metrics import submitted
 from api.schemas import JobPublic, job_public, servable
 from db import jobs as jobs_db
 from fresco.constants import TERMINAL_JOB_STATES, JobState
@@ -36,6 +37,7 @@ def create_job(raw: RawBody, tenant: TenantDep, session: SessionDep, registry: R
     view = servable(JobPublic, job_public(_job_or_404(session, tenant, job.id), storage))
     session.commit()
     publish(demand, registry=registry)  # after commit: the row is the outbox
+    submitted("job", 1)
     return view
 
 
