@@ -1,6 +1,9 @@
 """Process lifecycle: what the Celery parent and the render child do when they start
 and stop.
 
+- parent (``setup_logging``): JSON logs for the worker and Celery (fresco/logs.py);
+  (``worker_init``, before the pool forks) a fresh metrics directory, and
+  (``worker_ready``) the /metrics server at FRESCO_METRICS_PORT (worker/metrics_server.py);
 - parent (``worker_ready``): runs the sweeper thread and the reaper thread (a dead
   render process's jobs back to the queue within about a second, worker/reaper.py);
   never imports torch, so CUDA is never initialised before a fork.

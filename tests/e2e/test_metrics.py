@@ -8,6 +8,7 @@ there prove that every process is counted.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,11 +19,14 @@ from support.waiting import wait_until
 N = 12  # jobs of the shipped default model: two calls at its B of 8 on a CPU, so the second unit finds it warm
 
 
-def scrape(url: str) -> dict[str, list]:
-    """Sample name -> [(labels, value)] of one scrape, parsed by the client library."""
+def scrape(url: str, keep: Path | None = None) -> dict[str, list]:
+    """Sample name -> [(labels, value)] of one scrape, parsed by the client library
+    (the text kept in ``keep``, to read after the test)."""
     r = httpx.get(url, timeout=10)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
+    if keep is not None:
+        keep.write_text(r.text)
     out: dict[str, list] = {}
     for family in text_string_to_metric_families(r.text):
         for s in family.samples:
@@ -61,7 +65,7 @@ def test_both_endpoints_during_and_after_a_render(farm):
 
     done = farm.wait_batch(batch["id"])
     assert done["status"] == "succeeded", done
-    w, a = scrape(worker_url), scrape(api_url)
+    w, a = scrape(worker_url, farm.tmp / "worker-metrics.txt"), scrape(api_url, farm.tmp / "api-metrics.txt")
 
     # Worker: what its render process did, counted across processes.
     model = farm.jobs(batch["id"])[0]["spec"]["model"]
