@@ -54,10 +54,10 @@ def test_both_endpoints_during_and_after_a_render(farm):
 
     # During the render: both endpoints see running jobs (from Postgres, at scrape time).
     def running() -> dict | None:
-        s = scrape(api_url)
+        s = scrape(api_url, farm.tmp / "api-metrics-during.txt")
         return s if value(s, "fresco_jobs", state="running") > 0 else None
     during = wait_until(running, 120, "the API's /metrics to show running jobs", interval=0.1)
-    worker_during = scrape(worker_url)
+    worker_during = scrape(worker_url, farm.tmp / "worker-metrics-during.txt")
     assert farm.batch(batch["id"])["status"] == "running", "the render ended before the scrapes: make it longer"
     assert value(worker_during, "fresco_jobs", state="running") > 0
     assert value(during, "fresco_queue_depth") + value(during, "fresco_jobs", state="running") <= N
