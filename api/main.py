@@ -1,22 +1,22 @@
 """The API app: wiring only. Run with ``uvicorn api.main:app``."""
 from __future__ import annotations
 
-import logging
 from importlib.metadata import version
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, metrics
 from api.limits import BodyLimit
+from api.request_id import RequestId
 from api.routes import batches, files, health, jobs, models, uploads, webhooks
 from api.schemas import BatchCreate, JobCreate
 from api.ui import routes as gallery
+from fresco.logs import configure as configure_logs
 from fresco.registry import get_registry
 from fresco.settings import get_settings
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
 settings = get_settings()
+configure_logs(settings.log_format)  # JSON lines on stderr, uvicorn's included (fresco/logs.py)
 get_registry()  # a bad registry file is a startup error naming the entry and field
 
 app = FastAPI(
@@ -31,8 +31,10 @@ app = FastAPI(
 )
 errors.install(app)
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+app.add_middleware(metrics.HttpMetrics)
+app.add_middleware(RequestId)  # outermost: every line of the request, a 413 included, carries its id
 for router in (jobs.router, batches.router, uploads.router, models.router, files.router, health.router,
-               webhooks.router):
+               webhooks.router, metrics.router):
     app.include_router(router)
 app.include_router(gallery.router)  # /ui/: the gallery (api/ui/), outside the OpenAPI document
 

@@ -197,6 +197,17 @@ class Settings(_FrescoSettings):
     # (liveness: `python -m worker.liveness`, worker/liveness.py).
     live_file: Path | None = None
     live_interval_s: float = Field(default=5.0, gt=0)
+    # Port of the worker's Prometheus /metrics (served by its main process for every
+    # render process). Unset: the worker serves no metrics.
+    metrics_port: int | None = Field(default=None, gt=0, lt=65536)
+    # prometheus-client's multiprocess directory: each render process writes its samples
+    # there, the main process reads them all. Wiped when the worker starts. Default: a
+    # folder per worker port under the temporary directory (metrics_path).
+    metrics_dir: Path | None = None
+
+    # --- logs -------------------------------------------------------------------------
+    # json: one JSON object a line (for machines); text: aligned key=value lines (people).
+    log_format: Literal["json", "text"] = "json"
 
     @field_validator("url_secret")
     @classmethod
@@ -208,6 +219,13 @@ class Settings(_FrescoSettings):
     def libpq_url(self) -> str:
         """The database URL without SQLAlchemy's driver suffix (for psql, psycopg)."""
         return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    @property
+    def metrics_path(self) -> Path:
+        """The worker's multiprocess metrics directory (FRESCO_METRICS_DIR or its default)."""
+        import tempfile
+
+        return self.metrics_dir or Path(tempfile.gettempdir()) / f"fresco-metrics-{self.metrics_port}"
 
     @property
     def base_url(self) -> str:

@@ -26,10 +26,11 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from fresco.errors import DeadlineExceeded, ModelUnavailable
+from fresco.logs import bind, unbind
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import open_storage
-from worker import record, task_report
+from worker import metrics, record, task_report
 from worker.claim import claim_unit, isolate_retries
 from worker.drain import Drain, ShutdownRequested
 from worker.handback import hand_back
@@ -84,6 +85,7 @@ class Engine:
         # exiting with claimed rows nobody renders until their lease expires.
         self.busy = True
         unit: Unit | None = None
+        context: dict = {}
         try:
             # 1. Claim up to B jobs of the signature, or what this queue should run next.
             unit = claim_unit(self.res, model, signature, task, queue=queue)
@@ -91,6 +93,10 @@ class Engine:
                 return task_report.nothing_claimed(model=model, signature=signature, queue=queue)
             # 2. Keep at most one retried job: it may be what killed the last render process.
             isolate_retries(self.res, unit)
+            # Every line while the unit runs carries its jobs' ids (fresco/logs.py).
+            context = bind(**unit_ids(unit))
+            for job in unit.jobs:
+                metrics.phase("queue_wait", (job.started_at - job.queued_at).total_seconds())
             log.info("unit %s: claimed %d jobs (%s)", unit.token, len(unit.jobs), unit.signature)
             # Flower finds the running task by any of its job, batch or tenant ids from now on.
             task_report.send_progress(task, unit.report(progress=f"0/{unit.signature.steps}"),
@@ -112,6 +118,8 @@ class Engine:
                 raise
             record.fail_all(self.res, unit, DeadlineExceeded("the render exceeded its time limit"))
         finally:
+            unbind(context)
+            metrics.gpu_memory(self.res.device)
             self.busy = False
             self.handing_back = False
             self.drain.clear()
@@ -134,6 +142,14 @@ class Engine:
         for group in unit.groups(todo):
             for outcome in render_group(self.res, unit, group, drain=self.drain):
                 record.finish(self.res, unit, outcome)
+
+
+def unit_ids(unit: Unit) -> dict[str, object]:
+    """What a line about a unit carries: its lease token and its jobs', batches' and
+    tenants' ids (a line about one job carries that job's own: worker/record.py)."""
+    return {"unit": unit.token, "model": unit.entry.id, "job_ids": [str(j.id) for j in unit.jobs],
+            "batch_ids": sorted({str(j.batch_id) for j in unit.jobs if j.batch_id}),
+            "tenant_ids": sorted({str(j.tenant_id) for j in unit.jobs})}
 
 
 _engine: Engine | None = None

@@ -9,6 +9,7 @@ import time
 from db import model_status
 from db.session import session_scope
 from fresco.errors import ModelUnavailable
+from worker import metrics
 from worker.owner import token_process
 from worker.unit import Resources, Unit
 
@@ -27,6 +28,8 @@ def load_model(res: Resources, unit: Unit) -> None:
     if res.cache.stats.loads != loads:  # loaded now, not a warm hit: say it works
         _record_status(unit, available=True, reason=None)
     unit.timings["load_s"] = time.perf_counter() - t0
+    metrics.phase("load", unit.timings["load_s"])
+    metrics.gpu_memory(res.device)
 
 
 def _record_status(unit: Unit, *, available: bool, reason: str | None) -> None:

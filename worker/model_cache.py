@@ -23,6 +23,7 @@ from fresco.errors import ModelUnavailable
 from fresco.families import check_pipeline
 from fresco.registry import ModelEntry, Registry
 from fresco.settings import Settings
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class ModelCache:
             if hit is not None:
                 self._loaded.move_to_end(entry.id)
                 self.stats.hits += 1
+                metrics.cache_hit(entry.id)
                 return hit.pipe, hit.scheduler_config
             failed = self._unavailable.get(entry.id)
             if failed and time.monotonic() - failed[0] < UNAVAILABLE_FOR_S:
@@ -117,6 +119,7 @@ class ModelCache:
             model_id, old = self._loaded.popitem(last=False)
             self.stats.bytes_used -= old.nbytes
             self.stats.evictions += 1
+            metrics.cache_evicted(model_id)
             log.info("model cache: evicted %s (%.1f MB) to fit %.1f MB", model_id, old.nbytes / 1e6, nbytes / 1e6)
             del old
             if self.device == "cuda":
@@ -131,11 +134,13 @@ class ModelCache:
             reason = f"model {entry.id} could not be loaded from {entry.source}: {type(e).__name__}: {e}"[:1000]
             self._unavailable[entry.id] = (time.monotonic(), reason)
             self.stats.load_failures += 1
+            metrics.model_load_failed(entry.id)
             log.error("model cache: %s", reason)
             raise ModelUnavailable(reason) from e
         seconds = time.perf_counter() - started
         self._unavailable.pop(entry.id, None)
         self.stats.loads += 1
+        metrics.model_loaded(entry.id)
         self.stats.load_seconds += seconds
         nbytes = pipeline_bytes(pipe)
         log.info("model cache: loaded %s from %s in %.2f s (%.1f MB on %s)", entry.id, entry.source, seconds,

@@ -24,8 +24,9 @@ from fresco.constants import JobState
 from fresco.demand import Demand
 from fresco.dispatch import publish, publish_webhooks
 from fresco.errors import JobFailure, StorageError
+from fresco.logs import bound, job_ids
 from fresco.thumbnails import store_thumbnail
-from worker import task_report
+from worker import metrics, task_report
 from worker.encoding import encode
 from worker.retries import TRANSIENT, with_retries
 from worker.unit import Failed, Rendered, Resources, Unit, result_key
@@ -35,15 +36,17 @@ log = logging.getLogger(__name__)
 
 def finish(res: Resources, unit: Unit, outcome: Rendered | Failed) -> None:
     """Store a rendered image and record the success, or record the failure."""
-    if isinstance(outcome, Rendered):
-        try:
-            timings = store(res, outcome)
-        except StorageError as failure:
-            outcome = Failed(outcome.job, failure)
-        else:
-            record_success(res, unit, outcome.job, timings)
-            return
-    record_failure(res, unit, outcome.job, outcome.failure)
+    with bound(**job_ids(outcome.job)):  # every line about this job carries its ids
+        if isinstance(outcome, Rendered):
+            try:
+                timings = store(res, outcome)
+            except StorageError as failure:
+                outcome = Failed(outcome.job, failure)
+            else:
+                metrics.image_rendered(unit.entry.id)
+                record_success(res, unit, outcome.job, timings)
+                return
+        record_failure(res, unit, outcome.job, outcome.failure)
 
 
 def fail_all(res: Resources, unit: Unit, failure: JobFailure) -> None:
@@ -64,9 +67,11 @@ def store(res: Resources, rendered: Rendered) -> dict[str, Any]:
         with_retries(lambda: res.storage.put(key, data, content_type), what=f"upload {key}", settings=res.settings)
     except TRANSIENT as e:
         raise StorageError(f"storing the image failed: {e}") from e
-    timings = {**rendered.timings, "encode_s": t1 - t0, "upload_s": time.perf_counter() - t1}
+    t2 = time.perf_counter()
+    metrics.phase("encode", t1 - t0)
+    metrics.phase("upload", t2 - t1)
     _thumbnail(res, key, data)
-    return timings
+    return {**rendered.timings, "encode_s": t1 - t0, "upload_s": t2 - t1}
 
 
 def _thumbnail(res: Resources, key: str, data: bytes) -> None:
@@ -92,8 +97,9 @@ def reuse_stored(res: Resources, unit: Unit) -> list[ClaimedJob]:
                 finish(res, unit, Failed(job, StorageError(f"checking for the stored image failed: {e}")))
                 continue
             if stored:
-                log.info("job %s: object already stored by an earlier attempt; recording it", job.id)
-                record_success(res, unit, job, {"reused_s": 0.0})
+                with bound(**job_ids(job)):
+                    log.info("job %s: object already stored by an earlier attempt; recording it", job.id)
+                    record_success(res, unit, job, {"reused_s": 0.0})
                 continue
         todo.append(job)
     return todo
@@ -149,6 +155,7 @@ def record_failure(res: Resources, unit: Unit, job: ClaimedJob, failure: JobFail
         unit.outcomes[job.id] = task_report.UNRECORDED
         return
     _done(unit, job, f"{status}: {failure.type}" if status is not None else task_report.LEASE_LOST)
+    metrics.job_failed(str(failure.type), str(status) if status else "lease_lost")
     publish_webhooks(hooks, res.settings)
     log.warning("job %s: %s: %s -> %s (attempt %d of %d)", job.id, failure.type, failure.message[:200], status,
                 job.attempts, job.max_attempts)

@@ -21,7 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from db.jobs import ClaimedJob
 from fresco.errors import RenderError
-from worker import sampler, task_report
+from worker import metrics, sampler, task_report
 from worker.drain import Drain, ShutdownRequested
 from worker.unit import Failed, Rendered, Resources, Unit
 
@@ -63,6 +63,7 @@ def render_group(res: Resources, unit: Unit, group: list[ClaimedJob], *, drain: 
         yield Failed(group[0], RenderError(f"{type(e).__name__}: {e}"))
         return
     sampling_s = time.perf_counter() - t0
+    metrics.pipeline_call(unit.entry.id, len(group), group[0].spec["steps"], sampling_s)
     try:  # a cancel that came during the last steps: do not store what nobody wants
         unit.lease.touch()
     except Exception as e:  # best effort: the cancel flag is checked again next unit

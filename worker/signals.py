@@ -1,6 +1,9 @@
 """Process lifecycle: what the Celery parent and the render child do when they start
 and stop.
 
+- parent (``setup_logging``): JSON logs for the worker and Celery (fresco/logs.py);
+  (``worker_init``, before the pool forks) a fresh metrics directory, and
+  (``worker_ready``) the /metrics server at FRESCO_METRICS_PORT (worker/metrics_server.py);
 - parent (``worker_ready``): runs the sweeper thread and the reaper thread (a dead
   render process's jobs back to the queue within about a second, worker/reaper.py);
   never imports torch, so CUDA is never initialised before a fork.
@@ -39,12 +42,14 @@ import time
 from typing import Any
 
 from billiard.process import current_process
-from celery.signals import task_prerun, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (setup_logging, task_prerun, worker_init, worker_process_init, worker_ready,
+                            worker_shutting_down)
 
 from fresco.settings import get_settings
 # Imported here, in the main process, so that the worker nonce in lease tokens is minted
 # before the render processes are forked and is the same in all of them.
 from worker import owner as _owner  # noqa: F401
+from worker import metrics_server
 from worker.probes import remove, touch
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,28 @@ _consumer: Any = None  # the parent's Celery consumer: its pool lists the render
 # After the grace period, how long a unit that is not at a step boundary gets before
 # SIGALRM interrupts it wherever it is.
 BACKSTOP_S = 1.0
+
+
+@setup_logging.connect
+def _configure_logs(loglevel: int | None = None, **_: object) -> None:
+    # Connected, so Celery leaves logging to fresco/logs.py: JSON lines, its own included.
+    from fresco.logs import configure
+
+    configure(get_settings().log_format, loglevel or logging.INFO)
+
+
+@worker_init.connect
+def _prepare_metrics(**_: object) -> None:
+    settings = get_settings()
+    if settings.metrics_port is not None:
+        metrics_server.prepare(settings)  # before the pool forks: a fresh directory
+
+
+@worker_ready.connect
+def _serve_metrics(**_: object) -> None:
+    settings = get_settings()
+    if settings.metrics_port is not None:
+        metrics_server.serve(settings)
 
 
 @worker_ready.connect

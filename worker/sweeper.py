@@ -132,7 +132,9 @@ def start_thread() -> threading.Event:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from fresco.logs import configure
+
+    configure(get_settings().log_format)
     live_file = get_settings().live_file
     # The process's healthcheck (`python -m worker.probes live`): a pass that failed
     # because Postgres or Redis is down still counts; a loop that stopped turning does not.

@@ -28,8 +28,10 @@ from db import webhooks as webhooks_db
 from db.models import Batch, Job
 from db.session import session_scope
 from db.webhooks import ClaimedDelivery, webhook_id
+from fresco.constants import DeliveryState
 from fresco.settings import Settings, get_settings
 from fresco.webhook_target import TargetRefused, check_url, pinned
+from worker import metrics
 from worker.owner import new_token
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,13 @@ def retry_at(delivery: ClaimedDelivery, settings: Settings, now: datetime) -> da
     return at if at <= delivery.created_at + timedelta(seconds=settings.webhook_retry_for_s) else None
 
 
+# A delivery's state after an attempt -> the outcome fresco_webhook_deliveries_total counts.
+_OUTCOMES = {DeliveryState.SUCCEEDED: "delivered", DeliveryState.PENDING: "retried", DeliveryState.FAILED: "failed"}
+
+
 def record_outcome(delivery: ClaimedDelivery, status: str | None, status_code: int | None) -> None:
-    """The one place a delivery attempt's outcome is known (a deliveries counter goes here)."""
+    """The one place a delivery attempt's outcome is known: logged and counted."""
+    metrics.webhook_delivered(_OUTCOMES.get(status, "lease_lost"))
     log.info("webhook %s %s to %s: attempt %d, HTTP %s -> %s", webhook_id(delivery.id), delivery.event,
              delivery.url, delivery.attempts, status_code, status or "lease lost")
 

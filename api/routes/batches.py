@@ -14,6 +14,7 @@ from api import cursors, ingest
 from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.errors import AUTHED, error_responses
 from api.image_inputs import ImageInputs
+from api.metrics import submitted
 from api.schemas import (BatchList, BatchPublic, DryRun, JobList, batch_public, batch_status, job_public,
                          servable)
 from db import jobs as jobs_db
@@ -86,6 +87,8 @@ def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: Ses
     session.commit()
     # After commit: the rows are the outbox; a lost publish is repaired by the sweeper.
     publish(demand, registry=registry)
+    if created:
+        submitted("batch", batch.total)
     return JSONResponse(view, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 
 

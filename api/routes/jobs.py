@@ -17,6 +17,7 @@ from api.errors import AUTHED, error_responses
 from api.image_inputs import ImageInputs
 from api.ingest import to_job
 from api.json_input import decode
+from api.metrics import submitted
 from api.prefer import MAX_WAIT_S, requested_wait
 from api.schemas import JobList, JobPublic, job_public, servable
 from api.webhook_input import check_webhook
@@ -110,6 +111,7 @@ def _submit(raw: bytes, tenant: uuid.UUID, session: Session, registry: Registry,
     view = servable(JobPublic, job_public(_job_or_404(session, tenant, job.id), storage))
     session.commit()
     publish(demand, registry=registry)  # after commit: the row is the outbox
+    submitted("job", 1)
     return view
 
 
