@@ -22,7 +22,7 @@ from fresco import errors as fresco_errors
 from support.procs import BIN
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
-UNAUTHENTICATED = {"/healthz", "/readyz", "/v1/files/{key}"}  # the signed URL is its own credential
+UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics", "/v1/files/{key}"}  # a signed URL is its own credential
 
 
 def _operations(spec: dict):

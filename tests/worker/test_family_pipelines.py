@@ -96,7 +96,7 @@ def test_the_cache_loads_each_family_once():
     for model in FAMILIES:
         cache.get(get_registry().get(model))
     assert (cache.stats.loads, cache.stats.hits) == (3, 3)
-    assert set(cache.loaded_ids()) == set(FAMILIES)
+    assert cache.stats.evictions == 0  # all three stay warm together
 
 
 def test_a_folder_of_another_family_is_unavailable_with_the_reason(tmp_path):
