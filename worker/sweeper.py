@@ -6,7 +6,9 @@
    publish, Redis was down, a message was lost) get messages, so that the messages
    waiting on each queue cover the queued jobs (ceil(n/B) per signature);
 3. the broker epoch: a random token in Redis; if it is missing, Redis lost its data and
-   every queued job is republished at once, without waiting for it to age.
+   every queued job is republished at once, without waiting for it to age;
+4. retention: finished jobs past ``FRESCO_RETENTION_DAYS`` go, with their images
+   (worker/retention.py), a bounded slice per pass.
 
 It runs as a thread in every worker's main process (so a farm of API + workers recovers
 on its own) and as ``python -m worker.sweeper`` for deployments that want it apart.
@@ -29,7 +31,9 @@ from fresco.demand import Demand, DemandKey
 from fresco.dispatch import batch_size, broker, publish
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
+from fresco.storage import Storage, open_storage
 from worker.probes import touch
+from worker.retention import RetentionReport, retention_pass
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +47,15 @@ class SweepReport:
     republished: int = 0
     broker_reset: bool = False
     skipped: bool = False
+    retention: RetentionReport | None = None
 
 
 class Sweeper:
-    def __init__(self, settings: Settings | None = None, registry: Registry | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, registry: Registry | None = None,
+                 storage: Storage | None = None) -> None:
         self.settings = settings or get_settings()
         self.registry = registry or get_registry()
+        self._storage = storage
 
     def sweep_once(self) -> SweepReport:
         report = SweepReport()
@@ -68,7 +75,14 @@ class Sweeper:
             age = 0.0 if report.broker_reset else self.settings.republish_after_s
             queued = jobs_db.queued_demand(s, older_than_s=age)
         report.republished += self._cover(queued, trust_queue=not report.broker_reset)
+        report.retention = retention_pass(self.settings, self.storage)
         return report
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:  # opened on first use: most passes delete nothing
+            self._storage = open_storage(self.settings)
+        return self._storage
 
     def _broker_lost_data(self) -> bool:
         """True once per loss: whoever recreates the epoch key republishes."""
