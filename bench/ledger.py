@@ -188,14 +188,15 @@ def backend_pids(conn, dbname: str) -> set[int]:
     return {r[0] for r in rows}
 
 
-def reads_per_core(base_url: str, key: str, api_pid: int, ledger: Ledger, dbname: str, seconds: float) -> dict:
-    """CLIENTS threads poll GET /v1/jobs/{id} as fast as they get answers."""
+def reads_per_core(base_url: str, key: str, api_pid: int, ledger: Ledger, dbname: str, seconds: float,
+                   path: str = "/v1/jobs/") -> dict:
+    """CLIENTS threads poll ``path``<job id> as fast as they get answers."""
     import httpx
 
     def poll(deadline: float, counter: list[int]) -> None:
         with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
             while time.perf_counter() < deadline:
-                assert c.get(f"/v1/jobs/{random.choice(ledger.farm_jobs)}").status_code == 200
+                assert c.get(f"{path}{random.choice(ledger.farm_jobs)}").status_code == 200
                 counter[0] += 1
 
     def run(s: float) -> int:
@@ -373,6 +374,10 @@ def main() -> None:
             rpc = reads_per_core(farm.env["FRESCO_API_URL"], farm.key, farm.procs["api"].popen.pid, ledger, name,
                                  args.poll_s)
             extra["reads_per_core"][depth] = {k: round(v, 3) for k, v in rpc.items()}
+            # The same polling against the floor route: what the framework and one row cost.
+            frpc = reads_per_core(f"http://127.0.0.1:{floor_port}", farm.key, floor.popen.pid, ledger, name,
+                                  args.poll_s, path="/floor/")
+            extra.setdefault("floor_reads_per_core", {})[depth] = {k: round(v, 3) for k, v in frpc.items()}
             print(f"depth {depth:,}: claim p50 {extra['claim_p50_ms'][depth]} ms; {rpc}", flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "ledger-plans.txt").write_text(explain_all(ledger))

@@ -299,17 +299,16 @@ QUEUE_POSITION_CAP = 1000
 
 def queue_position(session: Session, *, job: Job) -> int:
     """How many queued jobs of the same queue run before this one, counted exactly up to
-    QUEUE_POSITION_CAP (a deeper job reads the cap). Two range scans of ix_jobs_next
-    (higher priorities; then the same priority, lower seq), each stopped at the cap."""
-    ahead = session.scalar(text(
-        f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = {QUEUED} AND queue = :q AND priority > :p "
-        "LIMIT :cap) AS higher"), {"q": job.queue, "p": job.priority, "cap": QUEUE_POSITION_CAP})
-    if ahead < QUEUE_POSITION_CAP:
-        ahead += session.scalar(text(
-            f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = {QUEUED} AND queue = :q AND priority = :p "
-            "AND seq < :seq LIMIT :cap) AS same"),
-            {"q": job.queue, "p": job.priority, "seq": job.seq, "cap": QUEUE_POSITION_CAP - ahead})
-    return ahead
+    QUEUE_POSITION_CAP (a deeper job reads the cap). One statement, two range scans of
+    ix_jobs_next (higher priorities; the same priority with a lower seq), each stopped at
+    the cap, so a poll costs the same at any depth."""
+    return session.scalar(text(f"""
+        SELECT LEAST(:cap,
+            (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = {QUEUED} AND queue = :q AND priority > :p
+                                   LIMIT :cap) AS higher)
+          + (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = {QUEUED} AND queue = :q AND priority = :p
+                                   AND seq < :seq LIMIT :cap) AS same))"""),
+        {"q": job.queue, "p": job.priority, "seq": job.seq, "cap": QUEUE_POSITION_CAP})
 
 
 def page_jobs(session: Session, *, batch_id: uuid.UUID, after_seq: int, limit: int,
