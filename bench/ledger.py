@@ -136,6 +136,7 @@ def timed_reads(http, floor_http, ledger: Ledger, n: int) -> dict[str, list[floa
         "floor": lambda j: floor_http.get(f"/floor/{j}"),
         "GET /v1/jobs/{id}": lambda j: http.get(f"/v1/jobs/{j}"),
         "GET /v1/batches/{id}": lambda j: http.get(f"/v1/batches/{probe}"),
+        "jobs page (10, first)": lambda j: http.get(f"/v1/batches/{probe}/jobs", params={"limit": 10}),
         "jobs page (10, cursor mid-batch)": lambda j: http.get(f"/v1/batches/{probe}/jobs",
                                                                params={"limit": 10, "cursor": mid}),
         "jobs page (10, state=queued)": lambda j: http.get(f"/v1/batches/{probe}/jobs",
@@ -240,8 +241,9 @@ PLANS = {
                                      "LIMIT 100",
     "claim (picked)": "SELECT id FROM jobs WHERE status = 'queued' AND signature = :sig ORDER BY priority DESC, seq "
                       "LIMIT 8 FOR UPDATE SKIP LOCKED",
-    "next signature": "SELECT signature FROM jobs WHERE status = 'queued' AND queue = ANY(ARRAY['fresco.render']) "
-                      "ORDER BY priority DESC, seq LIMIT 1",
+    "next signature": "SELECT head.signature FROM unnest(ARRAY['fresco.render']) AS q(name) CROSS JOIN LATERAL ("
+                      "SELECT signature, priority, seq FROM jobs WHERE status = 'queued' AND queue = q.name "
+                      "ORDER BY priority DESC, seq LIMIT 1) AS head ORDER BY head.priority DESC, head.seq LIMIT 1",
     "sweeper: expired leases": "SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now() "
                                "ORDER BY lease_expires_at LIMIT 5000 FOR UPDATE SKIP LOCKED",
     "sweeper: queued demand": "SELECT queue, model, signature, count(*) AS n FROM jobs WHERE status = 'queued' "

@@ -93,10 +93,14 @@ def claim(session: Session, *, signature: str, limit: int, token: str, lease_s: 
 
 
 def next_signature(session: Session, *, queues: list[str]) -> str | None:
-    """The signature of the job that should run next on these queues, if any."""
+    """The signature of the job that should run next on these queues, if any. The head of
+    each queue through ix_jobs_next, then the best of those: ``queue = ANY(...)`` with
+    the ORDER BY cannot use the index's order and sorted every queued job (750 ms at 1M)."""
     return session.scalar(text(
-        f"SELECT signature FROM jobs WHERE status = {QUEUED} AND queue = ANY(:queues) "
-        "ORDER BY priority DESC, seq LIMIT 1"), {"queues": queues})
+        "SELECT head.signature FROM unnest(CAST(:queues AS text[])) AS q(name) CROSS JOIN LATERAL ("
+        f"SELECT signature, priority, seq FROM jobs WHERE status = {QUEUED} AND queue = q.name "
+        "ORDER BY priority DESC, seq LIMIT 1) AS head ORDER BY head.priority DESC, head.seq LIMIT 1"),
+        {"queues": queues})
 
 
 _IDS = bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))

@@ -97,8 +97,10 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    # Insertion order: FIFO claims and stable cursor pagination.
-    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
+    # Insertion order: FIFO claims and stable cursor pagination. Unique by construction
+    # (identity), with no index of its own: queries reach it through (batch_id, seq),
+    # (tenant_id, seq) and the partial indexes (migration 0005 says why).
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False))
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     model: Mapped[str] = mapped_column(String(64))

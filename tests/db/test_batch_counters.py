@@ -145,3 +145,17 @@ def test_queue_position_counts_the_jobs_ahead_up_to_the_cap():
         tail = s.scalar(text("SELECT id FROM jobs WHERE batch_id = :b ORDER BY seq DESC LIMIT 1"), {"b": deep})
         assert jobs_db.queue_position(s, job=jobs_db.get_job(s, tenant_id=_tenant(s), job_id=tail)) \
             == jobs_db.QUEUE_POSITION_CAP
+
+
+def test_next_signature_is_the_head_across_queues():
+    """The highest priority, then oldest, queued job of any of the queues names the signature."""
+    qa, qb = f"q-a-{uuid.uuid4().hex[:6]}", f"q-b-{uuid.uuid4().hex[:6]}"
+    _, old_a = _batch(2, queue=qa)
+    _, newer_b = _batch(2, queue=qb)
+    with session_scope() as s:
+        assert jobs_db.next_signature(s, queues=[qb, qa]) == old_a
+        assert jobs_db.next_signature(s, queues=[qb]) == newer_b
+        assert jobs_db.next_signature(s, queues=[f"q-none-{uuid.uuid4().hex[:6]}"]) is None
+    _, urgent_b = _batch(1, queue=qb, priority=3)
+    with session_scope() as s:
+        assert jobs_db.next_signature(s, queues=[qa, qb]) == urgent_b
