@@ -5,9 +5,11 @@ statement (one snapshot), during the run and after it."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from support.timings import FAST_TIMINGS
 from support.waiting import wait_until
+from worker.owner import token_pid
 
 STATES = ("queued", "running", "succeeded", "failed", "canceled")
 _SNAPSHOT = ("SELECT " + ", ".join(f"b.n_{s}" for s in STATES) + ", "
@@ -23,9 +25,10 @@ def _exact(farm, batch_id: str) -> dict[str, int]:
 
 
 def test_counters_stay_exact_through_workers_cancels_a_killed_worker_and_a_retry(farm):
-    farm.start(workers=2, **FAST_TIMINGS, FRESCO_MAX_ATTEMPTS="1")
+    farm.env.update({**FAST_TIMINGS, "FRESCO_MAX_ATTEMPTS": "1"})  # the API fixes attempts at submit
+    farm.start(workers=2)
     batch = farm.submit([{"prompt": f"count {i}", "seed": i} for i in range(40)],
-                        defaults={"model": "tiny-sd", "steps": 12, "width": 32, "height": 32})
+                        defaults={"model": "tiny-sd", "steps": 40, "width": 32, "height": 32})
     bid = batch["id"]
     ids = [j["id"] for j in farm.jobs(bid)]
 
@@ -36,7 +39,15 @@ def test_counters_stay_exact_through_workers_cancels_a_killed_worker_and_a_retry
     for job_id in ids[-4:]:  # still queued: canceled at once
         farm.http.post(f"/v1/jobs/{job_id}/cancel")
     _exact(farm, bid)
-    farm.procs["w2"].send(signal.SIGKILL)  # its unit ends by lease expiry: failed, one attempt allowed
+    # kill a worker in the middle of its unit: the unit ends by lease expiry (the other
+    # worker's sweeper), failed, since one attempt is allowed
+    def holder():
+        for token in farm.db.query("SELECT DISTINCT lease_owner FROM jobs WHERE batch_id = :b AND status = 'running'",
+                                   b=bid):
+            ppid = int(Path(f"/proc/{token_pid(token[0])}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            return next((p for p in farm.procs.values() if p.popen.pid == ppid), None)
+    victim = wait_until(holder, 120, "a worker holding jobs of the batch")
+    victim.send(signal.SIGKILL)
     seen = []
 
     def ended() -> bool:
