@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import ROOT, RESULTS, report, setup_environment, teardown_environment
+from harness import RESULTS, ROOT, report, setup_environment, teardown_environment
 
 BATCH = 1000  # jobs per ordinary batch
 TENANTS = 100
@@ -121,7 +121,7 @@ class Ledger:
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def timed_reads(http, floor_http, ledger: Ledger, n: int) -> dict[str, list[float]]:
@@ -338,7 +338,6 @@ def main() -> None:
     name, store = setup_environment("ledger")
     import httpx
     import psycopg
-
     from support.farm import Farm
     from support.procs import BIN, Proc, free_port
 
@@ -355,7 +354,7 @@ def main() -> None:
         from support.waiting import wait_until
 
         wait_until(lambda: floor_http.get("/docs").status_code == 200, 60, "the floor app")
-        farm.key  # the farm's tenant exists before the ledger's
+        _ = farm.key  # creates the farm's tenant before the ledger's
         conn = psycopg.connect(os.environ["FRESCO_DATABASE_URL"])
         farm_tenant = conn.execute("SELECT id FROM tenants WHERE name = %s", (farm.tenant,)).fetchone()[0]
         conn.commit()

@@ -130,7 +130,7 @@ def test_counters_stay_exact_under_concurrent_claims_and_finishes():
 def test_queue_position_counts_the_jobs_ahead_up_to_the_cap():
     queue = f"q-pos-{uuid.uuid4().hex[:6]}"
     first, sig = _batch(3, queue=queue)
-    urgent, _ = _batch(2, queue=queue, priority=5)
+    _batch(2, queue=queue, priority=5)
     with session_scope() as s:
         jobs = list(s.scalars(text("SELECT id FROM jobs WHERE batch_id = :b ORDER BY seq"), {"b": first}))
         positions = [jobs_db.queue_position(s, job=jobs_db.get_job(s, tenant_id=_tenant(s), job_id=j)) for j in jobs]

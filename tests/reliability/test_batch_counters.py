@@ -9,6 +9,7 @@ from pathlib import Path
 
 from support.timings import FAST_TIMINGS
 from support.waiting import wait_until
+
 from worker.owner import token_pid
 
 STATES = ("queued", "running", "succeeded", "failed", "canceled")

@@ -14,8 +14,8 @@ deadlock each other. See docs/design.md, *Tables*.
 Revision ID: 0005
 Revises: 0003
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0005'
 down_revision = '0003'
