@@ -115,7 +115,11 @@ class JobPublic(BaseModel):
     error: ErrorInfo | None
     custom_id: str | None
     metadata: dict[str, Any] | None
-    queue_position: int | None = None
+    queue_position: int | None = Field(default=None, description=(
+        "While queued: how many queued jobs of the same queue (the model's queue) are ahead of this one by "
+        "priority, then submission order; counted exactly up to 1000, so a job 1000 or more places back reads "
+        "1000. Null once the job has left the queue. The claim order may serve other signatures or tenants "
+        "in between, so it is the work ahead, not a promise of the order."))
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

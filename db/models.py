@@ -16,6 +16,7 @@ from fresco.constants import JobState
 # spell the same literal, which is what lets Postgres use them.
 QUEUED_ONLY = f"status = '{JobState.QUEUED}'"
 RUNNING_ONLY = f"status = '{JobState.RUNNING}'"
+FINISHED_ONLY = f"status IN ('{JobState.SUCCEEDED}', '{JobState.FAILED}', '{JobState.CANCELED}')"
 
 
 class Base(DeclarativeBase):
@@ -71,11 +72,23 @@ class Batch(Base):
     webhook_events: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Its jobs per state, kept by a trigger on jobs in the same statement that changes a
+    # job (migration 0005): a batch read counts nothing. Written only by that trigger.
+    n_queued: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    n_running: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    n_succeeded: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    n_failed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    n_canceled: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # When its first job was first claimed, and its latest finish (same trigger).
+    first_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_batches_idempotency"),
         # Listing a tenant's batches newest first.
         Index("ix_batches_tenant_created", "tenant_id", "created_at"),
+        # Retention: old batches whose jobs are all gone.
+        Index("ix_batches_created", "created_at"),
     )
 
 
@@ -86,8 +99,10 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    # Insertion order: FIFO claims and stable cursor pagination.
-    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
+    # Insertion order: FIFO claims and stable cursor pagination. Unique by construction
+    # (identity), with no index of its own: queries reach it through (batch_id, seq),
+    # (tenant_id, seq) and the partial indexes (migration 0005 says why).
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False))
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     model: Mapped[str] = mapped_column(String(64))
@@ -129,7 +144,10 @@ class Job(Base):
         # Batch status counts and pages (cursor = seq).
         Index("ix_jobs_batch", "batch_id", "status", "seq"),
         Index("ix_jobs_batch_seq", "batch_id", "seq"),
-        Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+        # A tenant's jobs newest first, seq as the cursor (a batch's rows share created_at).
+        Index("ix_jobs_tenant_seq", "tenant_id", "seq"),
+        # Retention: finished jobs by age.
+        Index("ix_jobs_finished", "finished_at", postgresql_where=text(FINISHED_ONLY)),
     )
 
 

@@ -147,6 +147,11 @@ class Settings(_FrescoSettings):
     # A queued job must have waited this long without a message before the sweeper
     # publishes for it, so it does not race the API's own publish after commit.
     republish_after_s: float = 10.0
+    # Retention: finished jobs (succeeded, failed, canceled) older than this are deleted
+    # with their stored images by the sweeper, a chunk of rows per transaction; 0 keeps
+    # them forever. A farm rendering millions a month keeps a small hot table this way.
+    retention_days: float = Field(default=30.0, ge=0)
+    retention_chunk: int = Field(default=500, ge=1, le=10_000)
     # Dynamic batching: how long a worker waits for more compatible jobs to fill a batch.
     batch_wait_ms: int = 30
     # Broker visibility timeout: only a backstop; the lease is the recovery path.

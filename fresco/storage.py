@@ -30,6 +30,7 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
     def url(self, key: str, ttl_s: int | None = None) -> str: ...
     def check(self) -> None: ...
+    def delete(self, keys: list[str]) -> None: ...
 
 
 def sign(secret: bytes, key: str, expires: int) -> str:
@@ -95,6 +96,14 @@ class FileStorage:
         expires = int(time.time()) + (ttl_s or self.settings.result_url_ttl_s)
         query = urlencode({"expires": expires, "sig": sign(self.signing_secret(), key, expires)})
         return f"{self.settings.base_url}/v1/files/{quote(key)}?{query}"
+
+    def delete(self, keys: list[str]) -> None:
+        """Remove these objects; a missing one is already gone (a repeated pass)."""
+        for key in keys:
+            try:
+                self._path(key).unlink(missing_ok=True)
+            except OSError as e:
+                raise TransientError(f"deleting {key} from {self.root} failed: {e}") from e
 
     def check(self) -> None:
         try:
@@ -170,6 +179,23 @@ class S3Storage:
         return self.signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
             ExpiresIn=ttl_s or self.settings.result_url_ttl_s)
+
+    def delete(self, keys: list[str]) -> None:
+        """Remove these objects, 1,000 a request (S3's DeleteObjects limit); deleting a
+        missing key succeeds, so a repeated pass is harmless."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i:i + 1000]
+            try:
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": self._key(k)} for k in chunk], "Quiet": True})
+            except (BotoCoreError, ClientError) as e:
+                raise self._transient("delete", chunk[0], e) from e
+            if answer.get("Errors"):
+                err = answer["Errors"][0]
+                raise TransientError(f"S3 delete s3://{self.bucket}/{err.get('Key')} failed: {err.get('Code')} "
+                                     f"{err.get('Message')} ({len(answer['Errors'])} of {len(chunk)} keys)")
 
     def check(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -8,7 +8,9 @@
 3. the broker epoch: a random token in Redis; if it is missing, Redis lost its data and
    every queued job is republished at once, without waiting for it to age;
 4. webhooks: deliveries that are due (a retry's time came, a message was lost, the
-   delivering worker died and its lease expired) get a message (worker/webhooks.py).
+   delivering worker died and its lease expired) get a message (worker/webhooks.py);
+5. retention: finished jobs past ``FRESCO_RETENTION_DAYS`` go, with their images
+   (worker/retention.py), a bounded slice per pass.
 
 It runs as a thread in every worker's main process (so a farm of API + workers recovers
 on its own) and as ``python -m worker.sweeper`` for deployments that want it apart.
@@ -32,7 +34,9 @@ from fresco.demand import Demand, DemandKey
 from fresco.dispatch import batch_size, broker, publish, publish_webhooks
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
+from fresco.storage import Storage, open_storage
 from worker.probes import touch
+from worker.retention import RetentionReport, retention_pass
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +51,15 @@ class SweepReport:
     broker_reset: bool = False
     skipped: bool = False
     webhooks: int = 0
+    retention: RetentionReport | None = None
 
 
 class Sweeper:
-    def __init__(self, settings: Settings | None = None, registry: Registry | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, registry: Registry | None = None,
+                 storage: Storage | None = None) -> None:
         self.settings = settings or get_settings()
         self.registry = registry or get_registry()
+        self._storage = storage
 
     def sweep_once(self) -> SweepReport:
         report = SweepReport()
@@ -76,7 +83,14 @@ class Sweeper:
         with session_scope() as s:  # SKIP LOCKED and marked published: sweepers never both publish
             due = webhooks_db.due(s, republish_after_s=self.settings.republish_after_s)
         report.webhooks = publish_webhooks(due, self.settings)
+        report.retention = retention_pass(self.settings, self.storage)
         return report
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:  # opened on first use: most passes delete nothing
+            self._storage = open_storage(self.settings)
+        return self._storage
 
     def _broker_lost_data(self) -> bool:
         """True once per loss: whoever recreates the epoch key republishes."""
