@@ -76,15 +76,23 @@ def s3_server(session_env: SessionEnvironment):
 
 
 @pytest.fixture
-def farm(tmp_path):
+def farm(tmp_path, session_env: SessionEnvironment):
     """API and worker processes as the README starts them, on the session's services;
     stopped afterwards. Jobs that earlier tests left queued or running (tests/api runs no
-    worker) are ended before and after, so that this farm's workers claim only its own."""
+    worker) are ended before and after, and the messages published for them are dropped
+    (a stale message would claim this farm's jobs under another message's id), so that
+    this farm's workers claim only its own, for its own messages."""
+    import redis
+
     from support.farm import Farm, cancel_unfinished_jobs
 
+    def clean(f: Farm) -> None:
+        cancel_unfinished_jobs(f.db)
+        redis.Redis(db=session_env.redis_db).flushdb()
+
     f = Farm(tmp_path)
-    cancel_unfinished_jobs(f.db)
+    clean(f)
     yield f
     f.close()
-    cancel_unfinished_jobs(f.db)
+    clean(f)
     f.db.dispose()
