@@ -19,6 +19,7 @@ words, so a surplus or duplicate message never looks like an ordinary render.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -67,11 +68,48 @@ def nothing_claimed(*, model: str, signature: str, queue: str | None) -> dict[st
 
 def send_progress(task: Any, report: dict[str, Any], **fields: Any) -> None:
     """A ``task-progress`` event carrying ``report`` as the task's result so far. Best
-    effort, not retried: Flower's view is a nicety, never a reason for a render to fail
-    or wait (the next step's event replaces a lost one)."""
+    effort, and never waited for: Flower's view is a nicety, never a reason for a render
+    to fail or wait (the next step's event replaces a lost one)."""
     if task is None:
         return
-    try:
-        task.send_event("task-progress", retry=False, result=repr(report), **fields)
-    except Exception as e:  # the broker is down: the render goes on
-        log.debug("task-progress event not sent: %s", type(e).__name__)
+    req = task.request  # thread-local in Celery: read here, in the task's own thread
+    _sender.submit(task.app, req.hostname, req.id, dict(fields, result=repr(report)))
+
+
+class _ProgressSender:
+    """Sends task-progress events from one daemon thread of the render process. With the
+    broker gone, kombu re-opens its connection with Celery's retry policy (minutes):
+    sent inline, one event would stall the sampling loop that long. Only the newest
+    event waits to be sent; an older one not yet sent is dropped (it is stale anyway)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: tuple | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, app: Any, hostname: str, task_id: str, fields: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending = (app, hostname, task_id, fields)
+            if self._thread is None or not self._thread.is_alive():  # none yet in this (forked) process
+                self._thread = threading.Thread(target=self._run, name="task-progress", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                item, self._pending = self._pending, None
+            if item is None:
+                continue
+            app, hostname, task_id, fields = item
+            try:
+                with app.events.default_dispatcher(hostname=hostname) as dispatcher:
+                    dispatcher.send("task-progress", uuid=task_id, retry=False, **fields)
+            except Exception as e:  # the broker is down: the render goes on
+                log.debug("task-progress event not sent: %s", type(e).__name__)
+
+
+_sender = _ProgressSender()

@@ -144,9 +144,9 @@ def test_redis_restart_while_jobs_run(bfarm, record_property):
     seconds of its return."""
     farm = bfarm
     n = 32  # 8 units of 4: two workers cannot claim them all between the check and the stop
-    # 40 steps: a unit seen at step 1-6 is still sampling once Redis is down (at 16 it
-    # could finish between the check and the count below, on a fast minute)
-    batch = farm.submit(items(n, "redis-restart"), defaults={**SPEC, "steps": 40})["id"]
+    # 40 steps at 64x64: a unit seen at step 1-6 is still sampling once Redis is down (at
+    # 32x32 an idle machine finished it between the check and the count below)
+    batch = farm.submit(items(n, "redis-restart"), defaults={**SPEC, "width": 64, "height": 64, "steps": 40})["id"]
 
     def mid_render() -> bool:  # a unit early in its sampling loop, more work queued behind it
         c = counts(farm, batch)
