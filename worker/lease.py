@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Iterable
 
 from db import jobs as jobs_db
 from db.session import session_scope
@@ -21,7 +22,12 @@ class Lease:
         self.active: set[uuid.UUID] = set(ids)  # still rendering under this lease
         self.canceled: set[uuid.UUID] = set()  # cancel requested by the client
         self.lost: set[uuid.UUID] = set()  # lease gone: another worker may own it now
+        self.finishing: set[uuid.UUID] = set()  # rendered and being stored: too late to cancel
         self._lock = threading.Lock()
+        # A touch's cancels and take_for_finish exclude each other: otherwise the heartbeat
+        # thread could end a job canceled while its image is being stored, leaving an object
+        # that no job row names.
+        self._cancel_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
 
@@ -42,17 +48,31 @@ class Lease:
         with self._lock:
             return [j for j in self.active if j not in self.canceled and j not in self.lost]
 
+    def take_for_finish(self, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Of ``ids`` (rendered), those still held and not canceled, from now on past
+        canceling: the caller stores and records them."""
+        with self._cancel_lock, self._lock:
+            taken = {j for j in ids if j in self.active and j not in self.canceled and j not in self.lost}
+            self.finishing |= taken
+            return taken
+
     def touch(self, step: int | None = None) -> set[uuid.UUID]:
         """Extend the lease (and record progress); a job whose cancel was requested ends
         ``canceled`` here, whichever caller (heartbeat thread or step callback) sees the
-        flag first. Returns the newly canceled jobs."""
+        flag first. Returns the newly canceled jobs. A job taken for finishing is past
+        canceling: its lease is still extended, its image will be recorded."""
+        with self._cancel_lock:
+            return self._touch(step)
+
+    def _touch(self, step: int | None) -> set[uuid.UUID]:
         with self._lock:
             ids = list(self.active - self.lost)
+            finishing = set(self.finishing)
         if not ids:
             return set()
         with session_scope() as s:
             flags = jobs_db.heartbeat(s, ids=ids, token=self.token, lease_s=self.settings.lease_s, step=step)
-            newly = {j for j in ids if flags.get(j)}
+            newly = {j for j in ids if flags.get(j) and j not in finishing}
             if newly:
                 jobs_db.mark_canceled(s, ids=list(newly), token=self.token)
         with self._lock:

@@ -68,7 +68,7 @@ def render_group(res: Resources, unit: Unit, group: list[ClaimedJob], *, drain: 
         unit.lease.touch()
     except Exception as e:  # best effort: the cancel flag is checked again next unit
         log.warning("cancel check failed: %s", type(e).__name__)
-    live = set(unit.lease.live())
+    live = unit.lease.take_for_finish(j.id for j in group)  # past canceling from here on
     for job, image in zip(group, pixels):
         if job.id in live:  # else canceled or lost meanwhile: its image is discarded
             yield Rendered(job, image, {"sampling_s": sampling_s, "batch_size": len(group)})
