@@ -34,6 +34,7 @@ from fresco.settings import get_settings
 from fresco.spec import Signature, resolve
 from fresco.storage import FileStorage
 from worker.engine import Engine
+from worker.lease import Lease
 from worker.model_cache import ModelCache
 from worker.unit import Resources
 
@@ -250,6 +251,31 @@ def test_a_cancel_within_a_call_ends_that_job_and_stores_nothing_for_it(harness)
     keep, canceled = harness.rows(ids)
     assert keep["status"] == JobState.SUCCEEDED and canceled["status"] == JobState.CANCELED
     assert harness.stored() == [harness.store / keep["result_key"]]
+
+
+def test_a_cancel_seen_while_the_images_are_stored_comes_too_late(harness, monkeypatch):
+    """The lease's heartbeat thread sees a cancel while a rendered image is being uploaded:
+    the job is past canceling then, and succeeds with its object. (Ending it canceled
+    would leave an object that no job names.)"""
+    ids = harness.submit(["a", "b"])
+    tenant = harness.rows(ids)[0]["tenant_id"]
+    leases: list[Lease] = []
+    enter = Lease.__enter__
+    monkeypatch.setattr(Lease, "__enter__", lambda self: leases.append(self) or enter(self))
+    storage = harness.engine.res.storage
+    put = storage.put
+
+    def put_while_canceled(key: str, data: bytes, content_type: str) -> None:
+        for job_id in ids:
+            with session_scope() as s:
+                jobs_db.cancel_jobs(s, tenant_id=tenant, job_id=job_id)
+        assert leases[0].touch() == set()  # what the heartbeat thread does meanwhile
+        put(key, data, content_type)
+    monkeypatch.setattr(storage, "put", put_while_canceled)
+    harness.run()
+    rows = harness.rows(ids)
+    assert [r["status"] for r in rows] == [JobState.SUCCEEDED] * 2
+    assert harness.stored() == sorted(harness.store / r["result_key"] for r in rows)
 
 
 def test_a_call_whose_jobs_are_all_canceled_stops_at_the_next_step(harness):
