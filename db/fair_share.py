@@ -1,0 +1,70 @@
+"""What fair-share claims read and write (the policy itself is fresco/fair_share.py):
+the waiting groups of one signature, running jobs per tenant, and the charge of a claim
+to its tenant's virtual time. docs/design.md, *Fair share and quotas*.
+"""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from fresco.constants import JobState
+from fresco.fair_share import ACTIVE_WINDOW_S, FairPolicy, Group
+
+QUEUED, RUNNING = f"'{JobState.QUEUED}'", f"'{JobState.RUNNING}'"
+
+# The head (oldest job) of each (tenant, priority) group of one signature, by a loose
+# index scan of ix_jobs_claim (signature, tenant_id, priority DESC, seq): each step is one
+# index probe for the next group, the same tenant's next lower priority or else the next
+# tenant, so the cost grows with the number of groups waiting, never with the jobs in them.
+_HEADS = f"""
+WITH RECURSIVE heads AS (
+    (SELECT tenant_id, priority, seq, queued_at FROM jobs
+     WHERE status = {QUEUED} AND signature = :sig ORDER BY tenant_id, priority DESC, seq LIMIT 1)
+    UNION ALL
+    SELECT nxt.* FROM heads AS h CROSS JOIN LATERAL (
+        SELECT * FROM (
+            (SELECT tenant_id, priority, seq, queued_at FROM jobs
+             WHERE status = {QUEUED} AND signature = :sig AND tenant_id = h.tenant_id AND priority < h.priority
+             ORDER BY priority DESC, seq LIMIT 1)
+            UNION ALL
+            (SELECT tenant_id, priority, seq, queued_at FROM jobs
+             WHERE status = {QUEUED} AND signature = :sig AND tenant_id > h.tenant_id
+             ORDER BY tenant_id, priority DESC, seq LIMIT 1)
+        ) AS candidate ORDER BY tenant_id LIMIT 1
+    ) AS nxt
+)
+SELECT h.tenant_id, h.priority, h.seq, extract(epoch FROM now() - h.queued_at)::float8 AS waited_s,
+       u.vtime, coalesce(u.served_at > now() - make_interval(secs => :window), false) AS recent,
+       coalesce(l.weight, :weight) AS weight, coalesce(l.max_running_share, :share) AS share
+FROM heads AS h
+LEFT JOIN tenant_usage AS u ON u.tenant_id = h.tenant_id
+LEFT JOIN tenant_limits AS l ON l.tenant_id = h.tenant_id
+"""
+
+
+def waiting_groups(session: Session, *, signature: str, policy: FairPolicy) -> list[Group]:
+    """Every (tenant, priority) group with queued jobs of this signature, with what the
+    policy needs of its tenant (vtime, weight, running-share cap)."""
+    rows = session.execute(text(_HEADS), {"sig": signature, "window": ACTIVE_WINDOW_S, "weight": policy.weight,
+                                          "share": policy.max_running_share})
+    return [Group(r.tenant_id, r.priority, r.seq, max(0.0, r.waited_s), r.vtime, r.recent, r.weight, r.share)
+            for r in rows]
+
+
+def running_by_tenant(session: Session) -> dict[uuid.UUID, int]:
+    """Running jobs per tenant, farm-wide (running rows are few: the workers' units)."""
+    rows = session.execute(text(f"SELECT tenant_id, count(*) AS n FROM jobs WHERE status = {RUNNING} "
+                                "GROUP BY tenant_id"))
+    return {r.tenant_id: r.n for r in rows}
+
+
+def charge(session: Session, *, tenant_id: uuid.UUID, start_vtime: float, jobs: int, weight: float) -> None:
+    """Advance the tenant's vtime by jobs / weight from where it competed (``start_vtime``:
+    a returning tenant's is raised to the current minimum), in the claim's transaction."""
+    session.execute(text(
+        "INSERT INTO tenant_usage (tenant_id, vtime, served_at) VALUES (:t, :v, now()) "
+        "ON CONFLICT (tenant_id) DO UPDATE SET vtime = greatest(tenant_usage.vtime, :start) + :cost, "
+        "served_at = now()"),
+        {"t": tenant_id, "v": start_vtime + jobs / weight, "start": start_vtime, "cost": jobs / weight})
