@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from fresco.constants import JobState
-from fresco.fair_share import ACTIVE_WINDOW_S, FairPolicy, Group
+from fresco.fair_share import FairPolicy, Group
 
 QUEUED, RUNNING = f"'{JobState.QUEUED}'", f"'{JobState.RUNNING}'"
 
@@ -36,7 +36,7 @@ WITH RECURSIVE heads AS (
     ) AS nxt
 )
 SELECT h.tenant_id, h.priority, h.seq, extract(epoch FROM now() - h.queued_at)::float8 AS waited_s,
-       u.vtime, coalesce(u.served_at > now() - make_interval(secs => :window), false) AS recent,
+       u.vtime, extract(epoch FROM now() - u.served_at)::float8 AS served_ago_s,
        coalesce(l.weight, :weight) AS weight, coalesce(l.max_running_share, :share) AS share
 FROM heads AS h
 LEFT JOIN tenant_usage AS u ON u.tenant_id = h.tenant_id
@@ -47,9 +47,9 @@ LEFT JOIN tenant_limits AS l ON l.tenant_id = h.tenant_id
 def waiting_groups(session: Session, *, signature: str, policy: FairPolicy) -> list[Group]:
     """Every (tenant, priority) group with queued jobs of this signature, with what the
     policy needs of its tenant (vtime, weight, running-share cap)."""
-    rows = session.execute(text(_HEADS), {"sig": signature, "window": ACTIVE_WINDOW_S, "weight": policy.weight,
+    rows = session.execute(text(_HEADS), {"sig": signature, "weight": policy.weight,
                                           "share": policy.max_running_share})
-    return [Group(r.tenant_id, r.priority, r.seq, max(0.0, r.waited_s), r.vtime, r.recent, r.weight, r.share)
+    return [Group(r.tenant_id, r.priority, r.seq, max(0.0, r.waited_s), r.vtime, r.served_ago_s, r.weight, r.share)
             for r in rows]
 
 

@@ -22,6 +22,7 @@ turn.
 """
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,9 +61,13 @@ class Group:
     head_seq: int  # the oldest job of the group (FIFO within it)
     waited_s: float  # how long that job has been queued
     vtime: float | None  # None: the tenant has never been served
-    recently_served: bool  # served within ACTIVE_WINDOW_S
+    served_ago_s: float | None  # since the tenant's last claim; None: never served
     weight: float
     max_running_share: float
+
+    @property
+    def recently_served(self) -> bool:
+        return self.served_ago_s is not None and self.served_ago_s < ACTIVE_WINDOW_S
 
 
 def effective_priority(group: Group, top: int, aging_s: float) -> int:
@@ -100,18 +105,19 @@ def over_share(groups: Sequence[Group], running: Mapping[uuid.UUID, int]) -> set
 def choose(groups: Sequence[Group], *, policy: FairPolicy,
            running: Mapping[uuid.UUID, int] | None = None) -> tuple[Group, float] | None:
     """The group to claim from next, and its tenant's vtime before the charge: the highest
-    effective priority; among equals the lowest vtime (fair share); then a tenant not
-    served lately; then the oldest job."""
+    effective priority; among equals the lowest vtime (fair share); then the tenant
+    served longest ago; then the oldest job."""
     if not groups:
         return None
     capped = over_share(groups, running or {})
     eligible = [g for g in groups if g.tenant_id not in capped]
     top = max(g.priority for g in eligible)
     vtimes = start_vtimes(groups)
-    # Ties in vtime go to a tenant not served lately (a newcomer starts level with the
-    # tenant being served and goes first), then to the oldest job.
+    # Ties in vtime go to the tenant served longest ago (round robin; a newcomer starts
+    # level with the tenant being served and goes first), then to the oldest job.
     best = min(eligible, key=lambda g: (-effective_priority(g, top, policy.aging_s), vtimes[g.tenant_id],
-                                        g.recently_served, g.head_seq))
+                                        -(g.served_ago_s if g.served_ago_s is not None else math.inf),
+                                        g.head_seq))
     return best, vtimes[best.tenant_id]
 
 
