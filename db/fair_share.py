@@ -1,6 +1,6 @@
 """What fair-share claims read and write (the policy itself is fresco/fair_share.py):
 the waiting groups of one signature, running jobs per tenant, and the charge of a claim
-to its tenant's virtual time. docs/design.md, *Fair share and quotas*.
+to its tenant's virtual time (part of the claim's statement, db/jobs.py). docs/design.md, *Fair share and quotas*.
 """
 from __future__ import annotations
 
@@ -60,11 +60,14 @@ def running_by_tenant(session: Session) -> dict[uuid.UUID, int]:
     return {r.tenant_id: r.n for r in rows}
 
 
-def charge(session: Session, *, tenant_id: uuid.UUID, start_vtime: float, jobs: int, weight: float) -> None:
-    """Advance the tenant's vtime by jobs / weight from where it competed (``start_vtime``:
-    a returning tenant's is raised to the current minimum), in the claim's transaction."""
-    session.execute(text(
-        "INSERT INTO tenant_usage (tenant_id, vtime, served_at) VALUES (:t, :v, now()) "
-        "ON CONFLICT (tenant_id) DO UPDATE SET vtime = greatest(tenant_usage.vtime, :start) + :cost, "
-        "served_at = now()"),
-        {"t": tenant_id, "v": start_vtime + jobs / weight, "start": start_vtime, "cost": jobs / weight})
+# The charge of a claim, as a data-modifying CTE over its claimed rows (``claimed``, the
+# UPDATE's RETURNING): the tenant's vtime advances by jobs / weight from where it competed
+# (``:start``; a returning tenant's is raised to the current minimum), in the claim's own
+# statement (one round trip). Nothing claimed, nothing charged. Used by db/jobs.py claim.
+CHARGE_CLAIMED = """charged AS (
+    INSERT INTO tenant_usage AS u (tenant_id, vtime, served_at)
+    SELECT CAST(:tenant AS uuid), CAST(:start AS float8) + count(*) / CAST(:weight AS float8), now()
+    FROM claimed HAVING count(*) > 0
+    ON CONFLICT (tenant_id) DO UPDATE
+    SET vtime = greatest(u.vtime, CAST(:start AS float8)) + (EXCLUDED.vtime - CAST(:start AS float8)), served_at = now()
+)"""

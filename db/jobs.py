@@ -81,12 +81,14 @@ WITH picked AS (
     ORDER BY seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs AS j
-SET status = {RUNNING}, attempts = j.attempts + 1, lease_owner = :token,
-    lease_expires_at = now() + make_interval(secs => :lease_s), started_at = now(), progress_step = 0
-FROM picked WHERE j.id = picked.id
-RETURNING j.id, j.seq, j.tenant_id, j.batch_id, j.spec, j.attempts, j.max_attempts, j.queued_at, j.started_at
+), claimed AS (
+    UPDATE jobs AS j
+    SET status = {RUNNING}, attempts = j.attempts + 1, lease_owner = :token,
+        lease_expires_at = now() + make_interval(secs => :lease_s), started_at = now(), progress_step = 0
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.id, j.seq, j.tenant_id, j.batch_id, j.spec, j.attempts, j.max_attempts, j.queued_at, j.started_at
+), {fair_share_db.CHARGE_CLAIMED}
+SELECT * FROM claimed
 """)
 
 # How many groups one claim may take from to fill its unit: each is a few index probes,
@@ -112,14 +114,13 @@ def claim(session: Session, *, signature: str, limit: int, token: str, lease_s: 
             break
         group, start_vtime = chosen
         tried.add((group.tenant_id, group.priority))
+        # Claimed and charged in one statement; a group all locked by a concurrent claim
+        # gives nothing and is charged nothing: the next group then.
         rows = session.execute(_CLAIM_GROUP, {"signature": signature, "tenant": group.tenant_id,
                                               "priority": group.priority, "limit": limit - len(claimed),
-                                              "token": token, "lease_s": lease_s})
-        got = [ClaimedJob(*r) for r in rows]
-        if got:  # all of it locked by a concurrent claim: nothing charged, the next group
-            fair_share_db.charge(session, tenant_id=group.tenant_id, start_vtime=start_vtime, jobs=len(got),
-                                 weight=group.weight)
-            claimed += got
+                                              "token": token, "lease_s": lease_s, "start": start_vtime,
+                                              "weight": group.weight})
+        claimed += [ClaimedJob(*r) for r in rows]
         if len(claimed) >= limit:
             break
     return sorted(claimed, key=lambda j: j.seq)
