@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorResponse, ErrorType
-from fresco.errors import FrescoError
+from fresco.errors import FrescoError, QuotaExceeded
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
@@ -31,6 +31,10 @@ STATUS_DOCS: dict[int, tuple[str, tuple[ErrorType, ...]]] = {
           "items, or an image is over its limit.", (ErrorType.PAYLOAD_TOO_LARGE,)),
     422: ("Bad input: the message names the field and the limit, `field` says where; nothing was created.",
           (ErrorType.INVALID_REQUEST,)),
+    429: ("The tenant is over a quota: `FRESCO_TENANT_MAX_QUEUED` queued jobs (this submission would pass it) or "
+          "`FRESCO_TENANT_SUBMITS_PER_MIN` submissions in this clock minute (per-tenant overrides: `fresco tenants "
+          "set`). Nothing was created (a batch: none of its items); retry after `Retry-After` seconds.",
+          (ErrorType.QUOTA_EXCEEDED,)),
     500: ("A bug in the farm (never bad input); logged with its traceback.", (ErrorType.INTERNAL_ERROR,)),
     503: ("A dependency is down: Postgres or Redis (`service_unavailable`) or storage (`transient_error`). "
           "Retry after `Retry-After` seconds.", (ErrorType.SERVICE_UNAVAILABLE, ErrorType.TRANSIENT_ERROR)),
@@ -45,7 +49,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
     for status in sorted({*statuses, 500}):
         text, types = STATUS_DOCS[status]
         doc = {"model": ErrorResponse, "description": f"{text} `error.type`: {', '.join(f'`{t}`' for t in types)}."}
-        if status == 503:
+        if status in (429, 503):
             doc["headers"] = _RETRY_AFTER_DOC
         out[status] = doc
     return out
@@ -71,6 +75,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FrescoError)
     async def _fresco(request: Request, exc: FrescoError) -> JSONResponse:
         headers = {"Retry-After": RETRY_AFTER_S} if exc.status == 503 else None
+        if isinstance(exc, QuotaExceeded):
+            headers = {"Retry-After": str(exc.retry_after)}
         if exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         return error_response(exc.status, exc.type, exc.message, headers, **exc.extra)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api import quotas
 from api.estimate import estimate
 from api.image_inputs import ImageInputs
 from api.json_input import check_fields, check_metadata, decode, join
@@ -155,13 +156,15 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
                  idempotency_key: str | None, request_hash: str | None,
                  images: ImageInputs | None = None) -> tuple[Batch, Demand, bool]:
     """Insert the batch and its jobs; returns (batch, demand, created). With an
-    Idempotency-Key seen before: the same body returns the first batch, another is a 409."""
+    Idempotency-Key seen before: the same body returns the first batch, another is a 409.
+    Over a tenant quota (api/quotas.py): QuotaExceeded, raised before the commit."""
     if idempotency_key:
         existing = jobs_db.find_batch_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
         if existing is not None:
             if existing.request_hash != request_hash:
                 raise Conflict("Idempotency-Key was already used with a different request body")
             return existing, Demand(), False
+    gate = quotas.hold(session, tenant_id=tenant_id, settings=settings)  # 429 before parsing when over the rate
     defaults, priority, webhook, metadata = validate_header(header)
     events = header.get("webhook_events")  # checked by validate_header
     events = sorted(set(events)) if events is not None else None
@@ -176,6 +179,7 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
     demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
                                max_attempts=settings.max_attempts, jobs=jobs)
     batch.total = jobs.checked_count()
+    quotas.admit(session, gate)  # over the queued-jobs limit: 429, and the transaction rolls back
     return batch, demand, True
 
 

@@ -64,6 +64,7 @@ class ErrorType(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
     CONFLICT = "conflict"  # 409: an Idempotency-Key reused with another body; nothing left to cancel or retry
     PAYLOAD_TOO_LARGE = "payload_too_large"  # 413: a body over FRESCO_MAX_BODY_BYTES, too many items, a big image
+    QUOTA_EXCEEDED = "quota_exceeded"  # 429 + Retry-After: a tenant's queued-jobs or submissions-per-minute limit
     SERVICE_UNAVAILABLE = "service_unavailable"  # 503 + Retry-After: Postgres or Redis is down
     TRANSIENT_ERROR = "transient_error"  # 503 + Retry-After: storage is down
     INTERNAL_ERROR = "internal_error"  # 500: a bug, logged with its traceback

@@ -239,8 +239,11 @@ PLANS = {
     "tenant's jobs newest first": "SELECT * FROM jobs WHERE tenant_id = :tenant ORDER BY seq DESC LIMIT 100",
     "tenant's batches newest first": "SELECT * FROM batches WHERE tenant_id = :tenant ORDER BY created_at DESC "
                                      "LIMIT 100",
-    "claim (picked)": "SELECT id FROM jobs WHERE status = 'queued' AND signature = :sig ORDER BY priority DESC, seq "
-                      "LIMIT 8 FOR UPDATE SKIP LOCKED",
+    "claim: waiting groups (fair share)": None,  # db/fair_share.py _HEADS, filled in by explain_all
+    "claim: one group (picked)": "SELECT id FROM jobs WHERE status = 'queued' AND signature = :sig AND "
+                                 "tenant_id = :tenant AND priority = 0 ORDER BY seq LIMIT 8 FOR UPDATE SKIP LOCKED",
+    "quota: a tenant's queued jobs": "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE tenant_id = :tenant AND "
+                                     "status = 'queued' LIMIT 200001) AS q",
     "next signature": "SELECT head.signature FROM unnest(ARRAY['fresco.render']) AS q(name) CROSS JOIN LATERAL ("
                       "SELECT signature, priority, seq FROM jobs WHERE status = 'queued' AND queue = q.name "
                       "ORDER BY priority DESC, seq LIMIT 1) AS head ORDER BY head.priority DESC, head.seq LIMIT 1",
@@ -260,6 +263,7 @@ PLANS = {
 def explain_all(ledger: Ledger) -> str:
     from sqlalchemy import text
 
+    from db.fair_share import _HEADS
     from db.session import open_session
 
     job = ledger.farm_jobs[len(ledger.farm_jobs) // 2]
@@ -267,8 +271,9 @@ def explain_all(ledger: Ledger) -> str:
     with open_session() as s:
         seq = s.scalar(text("SELECT seq FROM jobs WHERE id = :j"), {"j": job})
         params = {"job": job, "tenant": ledger.tenants[0], "batch": ledger.probe_batch, "seq": seq,
-                  "sig": ledger.kinds[0][1]}
+                  "sig": ledger.kinds[0][1], "weight": 1.0, "share": 1.0}
         for name, sql in PLANS.items():
+            sql = sql or _HEADS
             plan = s.execute(text(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {sql}"), params).scalars()
             out.append(f"-- {name}\n" + "\n".join(plan) + "\n")
         s.rollback()
@@ -328,13 +333,79 @@ def sweeper_pass(ledger: Ledger, store: Path) -> dict:
             "retained_left": left, "messages_waiting": need}
 
 
+def group_claim_p50(ledger: Ledger, n: int = 100) -> float:
+    """The floor of a claim: one group's claim statement alone (db/jobs.py _CLAIM_GROUP: a
+    tenant's queued jobs of one signature and priority, FIFO, and the charge), without
+    reading the waiting groups to choose it."""
+    from sqlalchemy import text
+
+    from db import jobs as jobs_db
+    from db.session import open_session
+
+    times = []
+    for i in range(n):
+        _, sig = ledger.kinds[i % min(SIGNATURES, ledger.batches)]
+        with open_session() as s:
+            head = s.execute(text("SELECT tenant_id, priority FROM jobs WHERE status = 'queued' AND signature = :s "
+                                  "LIMIT 1"), {"s": sig}).one()
+            t0 = time.perf_counter()
+            got = s.execute(jobs_db._CLAIM_GROUP, {"signature": sig, "tenant": head.tenant_id,
+                                                   "priority": head.priority, "limit": 8, "token": "bench",
+                                                   "lease_s": 60, "start": 0.0, "weight": 1.0}).all()
+            times.append((time.perf_counter() - t0) * 1000)
+            assert got
+            s.rollback()
+    return statistics.median(times)
+
+
+def claim_only(depths: list[int]) -> None:
+    """The claim part alone: fair-share claims (db/jobs.py claim) at each depth, against
+    the same claim at the first depth."""
+    import psycopg
+
+    from db import tenants as tenants_db
+    from db.session import session_scope
+
+    name, _ = setup_environment("ledgerclaim")
+    try:
+        with session_scope() as s:
+            tenants_db.create_key(s, tenant="bench-farm")
+        conn = psycopg.connect(os.environ["FRESCO_DATABASE_URL"])
+        farm_tenant = conn.execute("SELECT id FROM tenants WHERE name = 'bench-farm'").fetchone()[0]
+        conn.commit()
+        ledger = Ledger(conn, farm_tenant)
+        rows, p50s = [], {}
+        for depth in depths:
+            build = ledger.grow(depth)
+            p50s[depth] = claim_p50(ledger, n=100)
+            floor = group_claim_p50(ledger)
+            rows.append([f"{depth:,}", round(build, 1), round(p50s[depth], 3), round(floor, 3),
+                         round(p50s[depth] / floor, 2), round(p50s[depth] / p50s[depths[0]], 2)])
+            print(f"depth {depth:,}: claim p50 {p50s[depth]:.3f} ms, one group's statement {floor:.3f} ms", flush=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        plans = explain_all(ledger)
+        (RESULTS / "ledger-claim-plans.txt").write_text(plans)
+        conn.close()
+        report("ledger-claim", f"Fair-share claim at depth ({TENANTS} tenants, {SIGNATURES} signatures): p50 of "
+               "db/jobs.py claim, 8 jobs, rolled back",
+               ["queued jobs", "build s", "claim p50 ms", "one group's claim statement p50 ms (floor)", "claim / floor",
+                "claim p50 / first depth"], rows)
+    finally:
+        teardown_environment(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depths", default="10000,100000,1000000")
     parser.add_argument("--reads", type=int, default=300, help="timed requests of each read per depth")
     parser.add_argument("--poll-s", type=float, default=5.0, help="seconds of polling for reads per core")
+    parser.add_argument("--claim-only", action="store_true",
+                        help="only the claim's p50 (and the claim and quota plans) at each depth: no API, no reads")
     args = parser.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
+    if args.claim_only:
+        claim_only(depths)
+        return
     name, store = setup_environment("ledger")
     import httpx
     import psycopg

@@ -18,10 +18,14 @@ from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
+from db import fair_share as fair_share_db
 from db.models import Batch, Job
+from fresco import fair_share
 from fresco.constants import JobState
 from fresco.demand import Demand, DemandKey
 from fresco.errors import FailureType
+from fresco.fair_share import FairPolicy
+from fresco.settings import get_settings
 
 # Job states as SQL literals ('queued', ...), so every statement below speaks the one
 # vocabulary and stays a constant text (the partial indexes match it, see db/models.py).
@@ -70,26 +74,56 @@ def copy_jobs(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID | N
     return demand
 
 
-_CLAIM = text(f"""
+_CLAIM_GROUP = text(f"""
 WITH picked AS (
     SELECT id FROM jobs
-    WHERE status = {QUEUED} AND signature = :signature
-    ORDER BY priority DESC, seq
+    WHERE status = {QUEUED} AND signature = :signature AND tenant_id = :tenant AND priority = :priority
+    ORDER BY seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs AS j
-SET status = {RUNNING}, attempts = j.attempts + 1, lease_owner = :token,
-    lease_expires_at = now() + make_interval(secs => :lease_s), started_at = now(), progress_step = 0
-FROM picked WHERE j.id = picked.id
-RETURNING j.id, j.seq, j.tenant_id, j.batch_id, j.spec, j.attempts, j.max_attempts, j.queued_at, j.started_at
+), claimed AS (
+    UPDATE jobs AS j
+    SET status = {RUNNING}, attempts = j.attempts + 1, lease_owner = :token,
+        lease_expires_at = now() + make_interval(secs => :lease_s), started_at = now(), progress_step = 0
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.id, j.seq, j.tenant_id, j.batch_id, j.spec, j.attempts, j.max_attempts, j.queued_at, j.started_at
+), {fair_share_db.CHARGE_CLAIMED}
+SELECT * FROM claimed
 """)
 
+# How many groups one claim may take from to fill its unit: each is a few index probes,
+# and a unit filled from more groups than this is rare (many tenants with a job or two).
+MAX_GROUPS_PER_CLAIM = 8
 
-def claim(session: Session, *, signature: str, limit: int, token: str, lease_s: float) -> list[ClaimedJob]:
-    """Claim up to ``limit`` queued jobs of one signature, highest priority first, FIFO."""
-    rows = session.execute(_CLAIM, {"signature": signature, "limit": limit, "token": token, "lease_s": lease_s})
-    return sorted((ClaimedJob(*r) for r in rows), key=lambda j: j.seq)
+
+def claim(session: Session, *, signature: str, limit: int, token: str, lease_s: float,
+          policy: FairPolicy | None = None) -> list[ClaimedJob]:
+    """Claim up to ``limit`` queued jobs of one signature, fairly across tenants: from the
+    group (tenant, priority) that fresco/fair_share.py ``choose`` names, FIFO within it,
+    charging its tenant; then from the next group while the unit has room. One tenant's
+    jobs of one priority come in seq order; a unit may hold several tenants' jobs."""
+    policy = policy or FairPolicy.from_settings(get_settings())
+    claimed: list[ClaimedJob] = []
+    tried: set[tuple[uuid.UUID, int]] = set()
+    for _ in range(MAX_GROUPS_PER_CLAIM):
+        groups = [g for g in fair_share_db.waiting_groups(session, signature=signature, policy=policy)
+                  if (g.tenant_id, g.priority) not in tried]
+        running = fair_share_db.running_by_tenant(session) if fair_share.needs_running_counts(groups) else None
+        chosen = fair_share.choose(groups, policy=policy, running=running)
+        if chosen is None:
+            break
+        group, start_vtime = chosen
+        tried.add((group.tenant_id, group.priority))
+        # Claimed and charged in one statement; a group all locked by a concurrent claim
+        # gives nothing and is charged nothing: the next group then.
+        rows = session.execute(_CLAIM_GROUP, {"signature": signature, "tenant": group.tenant_id,
+                                              "priority": group.priority, "limit": limit - len(claimed),
+                                              "token": token, "lease_s": lease_s, "start": start_vtime,
+                                              "weight": group.weight})
+        claimed += [ClaimedJob(*r) for r in rows]
+        if len(claimed) >= limit:
+            break
+    return sorted(claimed, key=lambda j: j.seq)
 
 
 def next_signature(session: Session, *, queues: list[str]) -> str | None:

@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Identity, Index, Integer,
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Identity, Index, Integer,
                         LargeBinary, SmallInteger, String, Text, TypeDecorator, UniqueConstraint, func, text)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -40,6 +40,42 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TenantLimits(Base):
+    """An admin's overrides for one tenant (``fresco tenants set``); NULL: the setting's
+    default (FRESCO_TENANT_WEIGHT, _MAX_QUEUED, _SUBMITS_PER_MIN, _MAX_RUNNING_SHARE)."""
+
+    __tablename__ = "tenant_limits"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    weight: Mapped[float | None] = mapped_column(Float)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    submits_per_min: Mapped[int | None] = mapped_column(Integer)
+    max_running_share: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TenantUsage(Base):
+    """Fair share's virtual time: jobs served / weight. Claims serve the tenant with the
+    lowest (db/fair_share.py); written by claims and submissions only."""
+
+    __tablename__ = "tenant_usage"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    vtime: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    served_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TenantSubmissions(Base):
+    """Submissions of the current minute (FRESCO_TENANT_SUBMITS_PER_MIN, a fixed window);
+    locked by each submission until it commits (db/quotas.py)."""
+
+    __tablename__ = "tenant_submissions"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    n: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class ApiKey(Base):
@@ -135,8 +171,12 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        # Claims: the next queued jobs of one signature in priority, FIFO order.
-        Index("ix_jobs_claim", "signature", text("priority DESC"), "seq", postgresql_where=text(QUEUED_ONLY)),
+        # Fair-share claims (migration 0006): the head of each tenant's queued jobs of one
+        # signature per priority, and a tenant's jobs of one priority in FIFO order.
+        Index("ix_jobs_claim", "signature", "tenant_id", text("priority DESC"), "seq",
+              postgresql_where=text(QUEUED_ONLY)),
+        # A tenant's queued jobs, counted up to FRESCO_TENANT_MAX_QUEUED on submission.
+        Index("ix_jobs_tenant_queued", "tenant_id", postgresql_where=text(QUEUED_ONLY)),
         # A token for any signature of a queue, and the sweeper's demand per queue.
         Index("ix_jobs_next", "queue", text("priority DESC"), "seq", postgresql_where=text(QUEUED_ONLY)),
         # The sweeper: running jobs by lease expiry.

@@ -69,6 +69,19 @@ class PayloadTooLarge(FrescoError):
     status = 413
 
 
+class QuotaExceeded(FrescoError):
+    """A tenant over one of its limits (queued jobs, submissions per minute): nothing was
+    created; ``retry_after`` seconds is when trying again can succeed (the Retry-After
+    header)."""
+
+    type = "quota_exceeded"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int, **extra: object) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = max(1, retry_after)
+
+
 class RegistryError(FrescoError):
     """A bad registry file: a startup error naming the entry and the field."""
 

@@ -170,6 +170,25 @@ class Settings(_FrescoSettings):
     deadline_base_s: float = 120.0
     deadline_per_megapixel_step_s: float = 2.0
 
+    # --- fair share and quotas (docs/design.md, "Fair share and quotas") ---------------
+    # Defaults for every tenant; `fresco tenants set NAME ...` overrides them per tenant.
+    # A tenant's share of claims among tenants waiting at the same priority, relative to
+    # the others' weights (2 gets twice the jobs of 1).
+    tenant_weight: float = Field(default=1.0, gt=0)
+    # Queued jobs a tenant may hold; a submission that would pass it is a 429 and creates
+    # nothing. 0: no limit. Twice FRESCO_MAX_BATCH_ITEMS' default, so one full batch fits.
+    tenant_max_queued: int = Field(default=200_000, ge=0)
+    # Submissions (requests: POST /v1/jobs, POST /v1/batches, whatever their size) a
+    # tenant may make per clock minute; more is a 429 until the minute ends. 0: no limit.
+    tenant_submits_per_min: int = Field(default=600, ge=0)
+    # The largest fraction of the farm's running jobs a tenant may hold while other
+    # tenants wait for the same kind of work (signature); 1: no cap.
+    tenant_max_running_share: float = Field(default=1.0, gt=0, le=1)
+    # Aging: a queued job's priority counts one level higher for every this many seconds
+    # it has waited (up to the highest priority waiting), so low priority is never starved
+    # by a stream of high priority. 0: no aging (strict priority).
+    priority_aging_s: float = Field(default=300.0, ge=0)
+
     # --- webhooks (worker/webhooks.py) ---------------------------------------------------
     # Hosts, addresses or CIDRs a webhook may target although they resolve to loopback,
     # link-local, private or reserved addresses (refused otherwise). Env: comma-separated.

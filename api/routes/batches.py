@@ -46,7 +46,7 @@ _BODY_DOC = {
              summary="Submit a batch of jobs (JSON or JSONL)",
              responses={200: {"model": DryRun, "description": "`dry_run=true`: the batch is valid; what it would "
                                                               "take. Nothing was created."},
-                        **error_responses(409, 413, 422)})
+                        **error_responses(409, 413, 422, 429)})
 def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: SessionDep, registry: RegistryDep,
                  storage: StorageDep,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -57,7 +57,9 @@ def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: Ses
     """`{"defaults": {spec…}, "items": [{prompt…, overrides, custom_id}], "priority"?, "webhook_url"?}`,
     or a JSONL body (one item a line). The whole batch is validated and recorded in one
     transaction: one bad item is a 422 naming it, and nothing is created. The same
-    `Idempotency-Key` with the same body returns the first batch; with another body, 409."""
+    `Idempotency-Key` with the same body returns the first batch; with another body, 409.
+    Over the tenant's queued-jobs or submissions-per-minute quota: 429 with `Retry-After`,
+    and none of the batch is created."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in JSONL_TYPES:
         header, items = ingest.iter_jsonl(raw)

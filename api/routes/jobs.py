@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api import cursors
+from api import cursors, quotas
 from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.errors import AUTHED, error_responses
 from api.image_inputs import ImageInputs
@@ -50,7 +50,7 @@ _APPLIED = {"Preference-Applied": {"description": "`wait=N`: the wait the API ap
                                              "failed or canceled)."},
                         202: {"headers": _APPLIED, "description": "The job, queued (or, with `Prefer: wait=N`, "
                                                                   "still unfinished after N seconds)."},
-                        **error_responses(413, 422)})
+                        **error_responses(413, 422, 429)})
 async def create_job(request: Request, raw: RawBody, tenant: TenantDep, session: SessionDep, registry: RegistryDep,
                      storage: StorageDep,
                      prefer: Annotated[str | None, Header(description=(
@@ -59,7 +59,9 @@ async def create_job(request: Request, raw: RawBody, tenant: TenantDep, session:
                          "preferences are ignored."))] = None) -> JSONResponse:
     """Validate the spec against the model registry, record the job, publish it after
     commit. The seed is chosen and recorded when absent. `webhook_url` (and
-    `webhook_events`) are called when the job ends (docs/design.md, "Webhooks")."""
+    `webhook_events`) are called when the job ends (docs/design.md, "Webhooks"). Over the
+    tenant's queued-jobs or submissions-per-minute quota: 429 with `Retry-After`, nothing
+    created."""
     wait_s = requested_wait(prefer)  # before anything is stored: a bad value creates nothing
     view = await run_in_threadpool(_submit, raw, tenant, session, registry, storage)
     if wait_s is None:
@@ -103,9 +105,11 @@ def _submit(raw: bytes, tenant: uuid.UUID, session: Session, registry: Registry,
     hook_url = hook_events = None
     if isinstance(body, dict):
         hook_url, hook_events = check_webhook(body.pop("webhook_url", None), body.pop("webhook_events", None))
+    gate = quotas.hold(session, tenant_id=tenant, settings=get_settings())
     job = to_job({}, body, "body", registry, ImageInputs(storage, tenant), batch_item=False)
     demand = jobs_db.copy_jobs(session, tenant_id=tenant, batch_id=None, priority=0,
                                max_attempts=get_settings().max_attempts, jobs=[job])
+    quotas.admit(session, gate)  # 429 and nothing created when over the tenant's queued-jobs limit
     if hook_url is not None:
         webhooks_db.set_job_webhook(session, job_id=job.id, url=hook_url, events=hook_events)
     view = servable(JobPublic, job_public(_job_or_404(session, tenant, job.id), storage))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fresco.client import submit
+from fresco.client import admin_tenants, submit
 from fresco.client.sdk import ApiError
 
 # The extra that carries the database layer the admin commands use (pyproject.toml).
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True, help="tenant name; created if new")
     create.set_defaults(func=_keys_create)
     submit.add_parser(sub)
+    admin_tenants.add_parser(sub)
     return parser
 
 

@@ -48,6 +48,9 @@ class SessionEnvironment:
             # Webhook receivers in the tests listen on loopback; no other target is allowed,
             # so nothing a test submits can make a worker send traffic off the machine.
             "FRESCO_WEBHOOK_ALLOWLIST": "127.0.0.1",
+            # A test session submits faster than the default rate limit lets any tenant
+            # (hypothesis, stress tests); tests/api/test_quotas.py sets limits per tenant.
+            "FRESCO_TENANT_SUBMITS_PER_MIN": "0",
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             # moto's S3 server takes any credentials; boto3 only needs some to sign with
