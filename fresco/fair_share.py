@@ -79,9 +79,11 @@ def effective_priority(group: Group, top: int, aging_s: float) -> int:
 
 def start_vtimes(groups: Sequence[Group]) -> dict[uuid.UUID, float]:
     """Each tenant's vtime as it competes now: a tenant not served lately (or never)
-    starts at the lowest vtime of those that were (its own if that is higher)."""
+    starts at the lowest vtime of those that were (its own if that is higher). When none
+    was (the farm, or this signature, was idle), they all start level, at the highest:
+    credit from before an idle spell is not carried into it."""
     served = [g.vtime for g in groups if g.recently_served and g.vtime is not None]
-    floor = min(served) if served else min((g.vtime for g in groups if g.vtime is not None), default=0.0)
+    floor = min(served) if served else max((g.vtime for g in groups if g.vtime is not None), default=0.0)
     out: dict[uuid.UUID, float] = {}
     for g in groups:
         own = g.vtime if g.vtime is not None else floor

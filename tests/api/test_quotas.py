@@ -146,3 +146,11 @@ def test_the_admin_command_refuses_what_it_cannot_apply(capsys):
     with pytest.raises(SystemExit):
         _admin("set", "x", "--max-running-share", "1.5")
     assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_the_openapi_document_names_the_429_on_submissions(app):
+    spec = app.openapi()
+    for path in ("/v1/jobs", "/v1/batches"):
+        answer = spec["paths"][path]["post"]["responses"]["429"]
+        assert "Retry-After" in answer["headers"] and "quota_exceeded" in answer["description"]
+        assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")

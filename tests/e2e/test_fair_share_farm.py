@@ -39,6 +39,37 @@ def test_a_small_batch_finishes_after_a_few_calls_of_a_big_one(farm):
     farm.http.post(f"/v1/batches/{big['id']}/cancel")
 
 
+def test_three_tenants_are_served_by_their_weights(farm):
+    from sqlalchemy import text
+
+    from fresco.client import cli
+
+    farm.start_api()
+    names = [f"{farm.tenant}-w{w}-{i}" for i, w in enumerate((2, 1, 1))]
+    clients = [_client(farm, name) for name in names]
+    assert cli.main(["tenants", "set", names[0], "--weight", "2"]) == 0
+    for i, client in enumerate(clients):
+        r = client.post("/v1/batches", json={"defaults": SHAPE, "items": _items(64, f"t{i}")})
+        assert r.status_code == 202, r.text
+    farm.start_worker()
+
+    def claimed() -> dict | None:  # one snapshot of every tenant's claimed jobs
+        with farm.db.session() as s:
+            rows = s.execute(text("SELECT t.name, count(*) AS n FROM jobs j JOIN tenants t ON t.id = j.tenant_id "
+                                  "WHERE t.name = ANY(:names) AND j.status <> 'queued' GROUP BY t.name"),
+                             {"names": names}).all()
+        counts = {r.name: r.n for r in rows}
+        return counts if sum(counts.values()) >= 96 else None
+    counts = wait_until(claimed, 240, "12 calls of 8 jobs", interval=0.2)
+    total = sum(counts.values())
+    # 2:1:1, within a call of 8 jobs either way
+    assert abs(counts[names[0]] - total / 2) <= 8, counts
+    assert abs(counts[names[1]] - total / 4) <= 8 and abs(counts[names[2]] - total / 4) <= 8, counts
+    for client in clients:
+        for b in client.get("/v1/batches").json()["data"]:
+            client.post(f"/v1/batches/{b['id']}/cancel")
+
+
 def test_aging_lets_low_priority_run_under_a_stream_of_high_priority(farm):
     farm.start_api()
     urgent = _client(farm, f"{farm.tenant}-urgent")

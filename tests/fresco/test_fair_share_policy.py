@@ -47,6 +47,13 @@ def test_an_idle_tenant_starts_at_the_current_minimum_and_goes_first_among_equal
     assert chosen.tenant_id == C and start == 500
 
 
+def test_after_an_idle_spell_everyone_starts_level():
+    long_ago = ACTIVE_WINDOW_S * 3
+    chosen, start = choose([group(A, vtime=1000, served_ago_s=long_ago), group(B, vtime=10, served_ago_s=long_ago + 9)],
+                           policy=FairPolicy())
+    assert chosen.tenant_id == B and start == 1000  # B's turn (served longer ago), not 990 jobs of catching up
+
+
 def test_ties_go_to_the_tenant_served_longest_ago():
     chosen, _ = choose([group(A, vtime=8, served_ago_s=1, seq=1), group(B, vtime=8, served_ago_s=5, seq=9)],
                        policy=FairPolicy())

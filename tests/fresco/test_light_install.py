@@ -113,6 +113,12 @@ def test_a_server_command_names_the_extra_to_install(light):
     assert r.stdout == ""
 
 
+def test_the_tenants_admin_command_names_the_extra_to_install(light):
+    r = light.run("fresco", "tenants", "show")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "pip install 'fresco[api]'" in r.stderr and r.stdout == ""
+
+
 def test_the_light_cli_submits_to_the_real_api(light, farm, tmp_path):
     """`fresco submit` from the base install, against the API as uvicorn serves it: the batch
     lands in Postgres with the prompts and defaults given (no worker: it stays queued)."""
