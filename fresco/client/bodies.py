@@ -48,6 +48,8 @@ class BatchBody:
 
     @classmethod
     def from_items(cls, items: Iterable[Item], header: dict[str, Any]) -> BatchBody:
+        if isinstance(items, (str, bytes)):
+            raise TypeError("items: a list (or iterable) of prompts or spec dicts, not one string")
         if isinstance(items, Sequence):
             return cls(header, lambda: (_line(_item(it)) for it in items))
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
