@@ -6,7 +6,7 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -89,7 +89,7 @@ def revoke_key(session: Session, *, ref: str) -> KeyInfo:
         raise KeyNotFound(f"prefix {ref!r} names several keys: give the key's id (`fresco keys list`)")
     key = rows[0]
     if key.revoked_at is None:
-        key.revoked_at = datetime.now(timezone.utc)
+        key.revoked_at = datetime.now(UTC)
     session.flush()
     tenant = session.get(Tenant, key.tenant_id)
     return KeyInfo(key.id, key.prefix, tenant.name if tenant else "?", key.created_at, key.revoked_at)

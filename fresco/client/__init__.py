@@ -13,9 +13,20 @@ to install if they are missing.
 """
 from fresco.client.aio import AsyncClient
 from fresco.client.bodies import BatchBody
-from fresco.client.errors import (ApiError, BadRequest, Conflict, ConnectionFailed, FrescoError, InvalidRequest,
-                                  NotFound, PayloadTooLarge, RateLimited, ServerError, ServiceUnavailable,
-                                  Unauthorized)
+from fresco.client.errors import (
+                                  ApiError,
+                                  BadRequest,
+                                  Conflict,
+                                  ConnectionFailed,
+                                  FrescoError,
+                                  InvalidRequest,
+                                  NotFound,
+                                  PayloadTooLarge,
+                                  RateLimited,
+                                  ServerError,
+                                  ServiceUnavailable,
+                                  Unauthorized,
+)
 from fresco.client.resources import Batch, Job, JobResult, Model, Page, ResultLine
 from fresco.client.retry import RetryPolicy
 from fresco.client.sdk import Client

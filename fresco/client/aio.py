@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -25,7 +25,13 @@ from fresco.client.calls import Call
 from fresco.client.errors import ConnectionFailed, api_error
 from fresco.client.resources import Batch, Job, Model, Page, ResultLine
 from fresco.client.retry import RetryPolicy
-from fresco.client.sdk import Downloadable, batch_header, new_idempotency_key, temp_path, url_of
+from fresco.client.sdk import (
+    Downloadable,
+    batch_header,
+    new_idempotency_key,
+    temp_path,
+    url_of,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,7 +53,7 @@ class AsyncClient:
         await self._http.aclose()
         await self._files.aclose()
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

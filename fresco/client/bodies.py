@@ -52,7 +52,7 @@ class BatchBody:
             raise TypeError("items: a list (or iterable) of prompts or spec dicts, not one string")
         if isinstance(items, Sequence):
             return cls(header, lambda: (_line(_item(it)) for it in items))
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115 -- lives with the body
         for it in items:
             spool.write(_line(_item(it)))
         return cls(header, lambda: _replay(spool))

@@ -104,6 +104,7 @@ class CompletionScan:
     finished yet. Pages wholly finished are passed once and never read again; reading
     stops at a page of queued jobs only (workers claim a batch's jobs roughly in order),
     unless ``final`` (the batch has ended: read to the end, nothing is left behind).
+    docs/design.md, *The SDK and the CLI*.
     """
 
     def __init__(self, batch_id: str) -> None:

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
     except OSError as e:  # a file or folder the command reads or writes
         print(f"fresco: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
-    except Exception as e:  # a bug: still one line, naming it
+    except Exception as e:  # noqa: BLE001 -- a bug: still one line, naming it (never a traceback)
         print(f"fresco: unexpected {type(e).__name__}: {e}", file=sys.stderr)
     return 1
 

@@ -7,7 +7,7 @@ API's ``type``, ``message`` and ``field``; ``except ApiError`` catches them all.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -92,7 +92,7 @@ def retry_after_s(response: httpx.Response) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def api_error(response: httpx.Response) -> ApiError:

@@ -83,6 +83,5 @@ class OutputFolder:
             return
         part = self.manifest.with_name(f".{MANIFEST}.{os.getpid()}.part")
         with open(part, "w", encoding="utf-8") as f:
-            for entry in sorted(self.entries.values(), key=lambda e: e.get("index", 0)):
-                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(entry, ensure_ascii=False) + "\n" for entry in sorted(self.entries.values(), key=lambda e: e.get("index", 0)))
         os.replace(part, self.manifest)

@@ -7,8 +7,16 @@ it stops, and lines printed through :meth:`BatchProgress.note` go out as they co
 """
 from __future__ import annotations
 
+from typing import Self
+
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from fresco.client.resources import Batch
 
@@ -16,7 +24,7 @@ from fresco.client.resources import Batch
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -31,7 +39,7 @@ class BatchProgress:
             console=self.console, refresh_per_second=4)
         self._task = self._progress.add_task(batch_id[:8], total=None, failed=0, running=0, rate="-", eta="-")
 
-    def __enter__(self) -> BatchProgress:
+    def __enter__(self) -> Self:
         self._progress.start()
         return self
 

@@ -5,7 +5,8 @@ Retried: no connection (refused, reset, timed out), and the answers that say "la
 the API gives one (plus a little jitter, so many clients do not come back at once), else
 exponential backoff with full jitter. A request the API may have acted on (its body was
 sent, the answer lost) is retried only when that is safe: reads, cancels, and submits
-that carry an Idempotency-Key (the API answers a repeat with the first batch).
+that carry an Idempotency-Key (the API answers a repeat with the first batch);
+docs/design.md, *The SDK and the CLI*.
 """
 from __future__ import annotations
 

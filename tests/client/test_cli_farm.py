@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support.dropping_proxy import DroppingProxy
 from support.images import png_size
 from support.procs import ROOT
-from support.registry import model, shipped_model, write_registry
+from support.registry import shipped_model, write_registry
 from support.waiting import wait_until
 
 SMALL = ["--steps", "2", "--size", "32x32"]
@@ -23,7 +22,7 @@ T = 400  # seconds: a shared CPU machine may be slow
 
 def cli(farm, *args: str, api_url: str | None = None, key: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fresco.client.cli", *args], cwd=ROOT, env=_env(farm, api_url, key),
-                          capture_output=True, text=True, timeout=T + 60)
+                          capture_output=True, text=True, timeout=T + 60, check=False)
 
 
 def _env(farm, api_url: str | None = None, key: str | None = None) -> dict[str, str]:
@@ -43,7 +42,7 @@ def models(farm, tmp_path) -> Path:
     folder does not exist: its jobs fail) and `held` (a queue no worker consumes: its jobs
     wait until canceled). The worker's registry leaves `held` out."""
     shapes = shipped_model("shapes", max_batch={"cpu": 2, "cuda": 2})
-    missing = model("missing", source=tmp_path / "no-such-folder", default_width=32, default_height=32)
+    missing = shipped_model("shapes", id="missing", source=str(tmp_path / "no-such-folder"))
     held = shipped_model("shapes", id="held", queue="fresco.held")
     farm.use_models(shapes, missing, held)
     return write_registry(tmp_path / "worker-registry.toml", shapes, missing)
@@ -244,7 +243,7 @@ def test_keys_create_list_revoke(api_farm):
     # Postgres unreachable: one line too
     r = subprocess.run([sys.executable, "-m", "fresco.client.cli", "keys", "list"], cwd=ROOT, capture_output=True,
                        text=True, env={**farm.env, "FRESCO_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/x"},
-                       timeout=120)
+                       timeout=120, check=False)
     assert "the database" in one_line_error(r)
 
 

@@ -8,10 +8,10 @@ import asyncio
 import json
 
 import pytest
+from support.images import png_size
 
 import fresco
 from fresco.client import Batch, Conflict, InvalidRequest, Job, NotFound, Unauthorized
-from support.images import png_size
 
 SMALL = {"steps": 2, "width": 32, "height": 32}
 T = 400  # seconds: a shared CPU machine may be slow

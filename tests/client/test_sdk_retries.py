@@ -7,10 +7,17 @@ import asyncio
 import time
 
 import pytest
+from support.scripted_api import BATCH, DROP, ScriptedApi
 
 from fresco import AsyncClient, Client
-from fresco.client import ConnectionFailed, InvalidRequest, NotFound, RateLimited, RetryPolicy, ServiceUnavailable
-from support.scripted_api import BATCH, DROP, ScriptedApi
+from fresco.client import (
+    ConnectionFailed,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    RetryPolicy,
+    ServiceUnavailable,
+)
 
 UNAVAILABLE = {"error": {"type": "service_unavailable", "message": "Postgres is unreachable"}}
 FAST = RetryPolicy(attempts=4, backoff_s=0.01, max_backoff_s=0.05)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from fresco.client.commands.common import batch_line, client_options, make_client, print_json, show_batch
+from fresco.client.commands.common import (
+    batch_line,
+    client_options,
+    make_client,
+    print_json,
+    show_batch,
+)
 from fresco.client.commands.follow import add_follow_options, follow
 
 BATCH_STATES = ("queued", "running", "succeeded", "failed", "partial", "canceled")

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from fresco.client.bodies import BatchBody
-from fresco.client.commands.common import CommandError, client_options, make_client, print_json
+from fresco.client.commands.common import (
+    CommandError,
+    client_options,
+    make_client,
+    print_json,
+)
 from fresco.client.commands.follow import add_follow_options, follow
 from fresco.client.prompt_files import FILE_TYPES
 from fresco.client.sdk import batch_header
