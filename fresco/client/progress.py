@@ -15,7 +15,6 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
 )
 
 from fresco.client.resources import Batch
@@ -33,9 +32,9 @@ class BatchProgress:
         self.console = console or Console(stderr=True)
         self.last: Batch | None = None
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
             TextColumn("failed {task.fields[failed]}"), TextColumn("running {task.fields[running]}"),
-            TextColumn("{task.fields[rate]} images/s"), TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn(),
+            TextColumn("{task.fields[rate]} images/s"), TextColumn("ETA {task.fields[eta]}"),
             console=self.console, refresh_per_second=4)
         self._task = self._progress.add_task(batch_id[:8], total=None, failed=0, running=0, rate="-", eta="-")
 
