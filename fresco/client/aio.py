@@ -141,13 +141,16 @@ class AsyncClient:
         return self._pages(lambda c: calls.list_batches(cursor=c, limit=page_size, state=state))
 
     async def results(self, batch_id: str) -> AsyncIterator[ResultLine]:
-        async with self._http.stream("GET", calls.results_path(batch_id)) as r:
-            if r.status_code >= 400:
-                await r.aread()
-                raise api_error(r)
-            async for line in r.aiter_lines():
-                if line.strip():
-                    yield ResultLine.model_validate_json(line)
+        try:
+            async with self._http.stream("GET", calls.results_path(batch_id)) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise api_error(r)
+                async for line in r.aiter_lines():
+                    if line.strip():
+                        yield ResultLine.model_validate_json(line)
+        except httpx.TransportError as e:
+            raise ConnectionFailed(config.no_answer(self.api_url, e)) from e
 
     # --- acting --------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ same methods as coroutines in :class:`~fresco.client.aio.AsyncClient`).
                 client.download(job, f"out/{index}.png")
         batch = client.wait(batch.id)
 
-Every request is retried with backoff and jitter on connection errors, 502/503/504 and
-429-with-Retry-After (``Retry-After`` honoured; fresco/client/retry.py). Every batch submit
+Every request (but the streamed ``results``) is retried with backoff and jitter on
+connection errors, 502/503/504 and 429-with-Retry-After (``Retry-After`` honoured; fresco/client/retry.py). Every batch submit
 carries an ``Idempotency-Key`` (a new random one when none is given) that stays the same
 across its retries, so a retried submit never makes a second batch. Error answers raise
 :class:`~fresco.client.errors.ApiError` subclasses with the API's type and message.
@@ -178,14 +178,18 @@ class Client:
         return self._pages(lambda c: calls.list_batches(cursor=c, limit=page_size, state=state))
 
     def results(self, batch_id: str) -> Iterator[ResultLine]:
-        """The batch's results.jsonl, a line at a time as it streams."""
-        with self._http.stream("GET", calls.results_path(batch_id)) as r:
-            if r.status_code >= 400:
-                r.read()
-                raise api_error(r)
-            for line in r.iter_lines():
-                if line.strip():
-                    yield ResultLine.model_validate_json(line)
+        """The batch's results.jsonl, a line at a time as it streams. Not retried (lines
+        may already have been handed out): a broken stream raises ConnectionFailed."""
+        try:
+            with self._http.stream("GET", calls.results_path(batch_id)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise api_error(r)
+                for line in r.iter_lines():
+                    if line.strip():
+                        yield ResultLine.model_validate_json(line)
+        except httpx.TransportError as e:
+            raise ConnectionFailed(config.no_answer(self.api_url, e)) from e
 
     # --- acting --------------------------------------------------------------------------
 
