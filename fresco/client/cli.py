@@ -1,51 +1,37 @@
-"""The ``fresco`` command line.
+"""The ``fresco`` command line, built on the SDK (fresco/client/sdk.py).
 
-The client commands (``fresco submit``) run from the base install. The admin commands
-(``fresco keys create``) talk to Postgres and need the server's dependencies; from a base
-install they say which extra to install instead of failing with a traceback.
+Each command group is a module of fresco/client/commands/ with ``add_parser(sub)``,
+registered in :func:`build_parser`. The client commands run from the base install; the
+admin commands (``fresco keys ...``) talk to Postgres and need the server's dependencies,
+and say which extra to install when they are missing. Every error ends the command with
+one line on stderr and a non-zero exit status, never a traceback.
+
+Exit status: 0 done; 1 an error, or a followed batch with a failed or canceled job;
+2 a usage error; 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from fresco.client import admin_tenants, submit
-from fresco.client.sdk import ApiError
+from fresco.client.commands import batches, keys, models, submit, tenants
+from fresco.client.commands.common import CommandError, MissingExtra
+from fresco.client.errors import FrescoError
 
-# The extra that carries the database layer the admin commands use (pyproject.toml).
-SERVER_EXTRA = "api"
-
-
-class MissingExtra(Exception):
-    """A command needs a dependency that only an extra of the package installs."""
-
-
-def _keys_create(args: argparse.Namespace) -> int:
-    try:
-        from db import tenants
-        from db.session import session_scope
-    except ModuleNotFoundError as e:
-        raise MissingExtra(f"`fresco keys create` needs the server's dependencies (no module named {e.name!r}): "
-                           f"install the {SERVER_EXTRA} extra, pip install 'fresco[{SERVER_EXTRA}]' "
-                           f"(from a checkout: pip install -e '.[{SERVER_EXTRA}]')") from e
-
-    with session_scope() as s:
-        key = tenants.create_key(s, tenant=args.tenant)
-    print(f"created an API key for tenant {args.tenant!r}; it is shown once, keep it:", file=sys.stderr)
-    print(key)
-    return 0
+__all__ = ["MissingExtra", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fresco", description="Fresco render farm: admin and client commands.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    keys = sub.add_parser("keys", help=f"API keys (needs the server install: pip install 'fresco[{SERVER_EXTRA}]')")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create an API key (prints it as the last line)")
-    create.add_argument("--tenant", required=True, help="tenant name; created if new")
-    create.set_defaults(func=_keys_create)
+    parser = argparse.ArgumentParser(
+        prog="fresco", description="Fresco render farm: submit and follow batches, list models, manage API keys.",
+        epilog="`fresco COMMAND --help` for each command. The API and the key come from --api-url and --api-key, "
+               "else FRESCO_API_URL and FRESCO_API_KEY.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     submit.add_parser(sub)
-    admin_tenants.add_parser(sub)
+    batches.add_parser(sub)
+    models.add_parser(sub)
+    keys.add_parser(sub)
+    tenants.add_parser(sub)
     return parser
 
 
@@ -53,12 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except MissingExtra as e:
+    except (FrescoError, CommandError, TimeoutError) as e:  # the API's own error ("401 unauthorized: ...")
         print(f"fresco: {e}", file=sys.stderr)
-        return 2
-    except ApiError as e:  # the API's own error ("401 unauthorized: ..."), not a traceback
-        print(f"fresco: {e}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print("fresco: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `fresco results B | head`: the reader left; nothing to say
+        sys.stderr.close()
+    except OSError as e:  # a file or folder the command reads or writes
+        print(f"fresco: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 -- a bug: still one line, naming it (never a traceback)
+        print(f"fresco: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-# The extra that carries the database layer (as fresco keys create: fresco/client/cli.py).
+from fresco.client.commands.common import MissingExtra
+
+# The extra that carries the database layer (as fresco keys: fresco/client/commands/keys.py).
 SERVER_EXTRA = "api"
 DEFAULT = "default"  # a value that clears an override
 HELP_TAIL = f"`{DEFAULT}` removes the override"
@@ -47,10 +49,6 @@ _OPTIONS = {
                           "largest fraction of running jobs while others wait; 1: no cap (default "
                           "FRESCO_TENANT_MAX_RUNNING_SHARE)"),
 }
-
-
-class MissingExtra(Exception):
-    """The server's dependencies are not installed (a base install of the client)."""
 
 
 def _db() -> tuple[Any, Any, Any]:
