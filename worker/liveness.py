@@ -71,7 +71,7 @@ class Beat:
                 log.warning("liveness beat failed (%s: %s)", type(e).__name__, str(e).splitlines()[0][:200])
             self._stop.wait(self.settings.liveness_beat_s)
 
-    def start(self) -> "Beat":
+    def start(self) -> Beat:
         threading.Thread(target=self.run, name="fresco-liveness", daemon=True).start()
         return self
 

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from fresco.dispatch import time_limits
-from fresco.settings import REPO_ROOT, Settings
-from fresco.spec import signature_work
 from support.farm import Farm
 from support.invariants import assert_exactly_once, job_rows
 from support.procs import Proc
 from support.registry import model
-from support.timings import FAST_TIMINGS, LEASE_S, SWEEP_S
+from support.timings import FAST_TIMINGS
 from support.waiting import wait_until
+
+from fresco.dispatch import time_limits
+from fresco.settings import REPO_ROOT, Settings
+from fresco.spec import signature_work
 from worker.lease import must_hand_back
 from worker.owner import token_pid
 
