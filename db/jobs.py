@@ -57,6 +57,9 @@ class ClaimedJob:
     max_attempts: int
     queued_at: datetime
     started_at: datetime
+    # Times a render process holding it died while its worker lived (expire_owners);
+    # filled in after the claim (crash_counts).
+    crashes: int = 0
 
 
 def copy_jobs(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID | None, priority: int,
@@ -265,12 +268,42 @@ def running_owners(session: Session, *, prefix: str) -> list[str]:
 
 
 def expire_owners(session: Session, *, owners: list[str]) -> int:
-    """End the leases of these tokens now (their process is known dead), so that
-    ``expire_leases`` treats their jobs as it treats any expired lease."""
+    """End the leases of these tokens now: their render process died while its worker
+    lived (worker/reaper.py), so that ``expire_leases`` treats their jobs as it treats any
+    expired lease. That death is evidence against the jobs it held: each job's ``crashes``
+    goes up by one. A token that held several jobs died in a shared call, which accuses
+    none of them in particular: their attempt is not counted (as on a hand back), and the
+    evidence makes them render apart, by halves (worker/claim.py), so the count is
+    bounded; a job that crashes its process alone spends its attempts."""
+    rows = session.execute(text(f"""
+        WITH held AS (
+            SELECT id, lease_owner FROM jobs WHERE status = {RUNNING} AND lease_owner = ANY(:owners) FOR UPDATE),
+        calls AS (SELECT lease_owner, count(*) AS jobs FROM held GROUP BY lease_owner)
+        UPDATE jobs AS j SET lease_expires_at = now() - interval '1 second', crashes = j.crashes + 1,
+            attempts = CASE WHEN calls.jobs > 1 THEN greatest(j.attempts - 1, 0) ELSE j.attempts END
+        FROM held JOIN calls USING (lease_owner) WHERE j.id = held.id"""), {"owners": owners})
+    return rows.rowcount
+
+
+def expire_workers(session: Session, *, workers: list[str]) -> int:
+    """End the leases of the running jobs whose tokens these workers minted (their
+    liveness went stale: worker/liveness.py), so that ``expire_leases`` requeues them now
+    rather than when their lease runs out. A whole worker lost (a lost machine, a
+    preempted instance) is no evidence against its jobs: ``crashes`` stays as it was and
+    they render in batches again. Tokens are ``host:worker:pid:random`` (worker/owner.py);
+    running jobs are few and reached through ix_jobs_lease."""
     rows = session.execute(text(
         "UPDATE jobs SET lease_expires_at = now() - interval '1 second' "
-        f"WHERE status = {RUNNING} AND lease_owner = ANY(:owners)"), {"owners": owners})
+        f"WHERE status = {RUNNING} AND lease_expires_at IS NOT NULL "
+        "AND split_part(lease_owner, ':', 2) = ANY(:workers)"), {"workers": workers})
     return rows.rowcount
+
+
+def crash_counts(session: Session, *, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The ``crashes`` of these jobs (read after a claim: the evidence that decides how
+    they render, worker/claim.py)."""
+    rows = session.execute(text("SELECT id, crashes FROM jobs WHERE id = ANY(:ids)").bindparams(_IDS), {"ids": ids})
+    return {r.id: r.crashes for r in rows}
 
 
 def queued_demand(session: Session, *, older_than_s: float) -> Demand:

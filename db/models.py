@@ -154,6 +154,9 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     progress_step: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Times a render process holding this job died while its worker lived (worker/reaper.py):
+    # the evidence that makes a job a suspect, rendered apart by halves (worker/claim.py).
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     result_key: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
@@ -189,6 +192,20 @@ class Job(Base):
         # Retention: finished jobs by age.
         Index("ix_jobs_finished", "finished_at", postgresql_where=text(FINISHED_ONLY)),
     )
+
+
+class WorkerBeat(Base):
+    """A running worker's liveness, apart from its leases: its main process beats the row
+    every FRESCO_LIVENESS_BEAT_S (worker/liveness.py). ``id`` is the nonce in every lease
+    token the worker mints (worker/owner.py), so a stale row names the jobs to requeue."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class ModelStatus(Base):

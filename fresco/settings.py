@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (AfterValidator, AnyHttpUrl, BeforeValidator, Field, SecretStr, TypeAdapter, ValidationError,
-                      field_validator)
+                      field_validator, model_validator)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -159,8 +159,16 @@ class Settings(_FrescoSettings):
     shutdown_grace_s: float = 30.0
     embedded_sweeper: bool = True  # run the sweeper in each worker's main process
     # How often a worker's main process checks that the render processes holding leases
-    # are alive; a dead one's jobs go back to the queue then, not after lease_s.
+    # are alive; a dead one's jobs go back to the queue then, not after lease_s. The same
+    # pass requeues the jobs of workers whose liveness beat went stale (worker/reaper.py).
     dead_child_check_s: float = Field(default=1.0, gt=0)
+    # Liveness, apart from the lease (worker/liveness.py): each worker's main process,
+    # which never renders, beats its row in `workers` this often; a worker not heard from
+    # for liveness_timeout_s is dead and its running jobs go back to the queue, however
+    # long their lease. The lease (lease_s) stays the backstop for a render process that
+    # hangs while its worker lives, and is never cut short for a live, busy worker.
+    liveness_beat_s: float = Field(default=2.0, gt=0)
+    liveness_timeout_s: float = Field(default=10.0, gt=0)
     # Longest wait between a worker's attempts to reconnect to the broker.
     broker_reconnect_max_s: float = Field(default=2.0, gt=0)
     # Transient faults (storage, database, broker) are retried this many times in-process.
@@ -218,7 +226,7 @@ class Settings(_FrescoSettings):
     # the worker stops consuming (readiness: compose healthcheck, k8s readinessProbe).
     ready_file: Path | None = None
     # Touched every live_interval_s by the worker's main process while its consumer runs
-    # (liveness: `python -m worker.liveness`, worker/liveness.py).
+    # (liveness probe: `python -m worker.probes live`, worker/probes.py).
     live_file: Path | None = None
     live_interval_s: float = Field(default=5.0, gt=0)
     # Port of the worker's Prometheus /metrics (served by its main process for every
@@ -232,6 +240,14 @@ class Settings(_FrescoSettings):
     # --- logs -------------------------------------------------------------------------
     # json: one JSON object a line (for machines); text: aligned key=value lines (people).
     log_format: Literal["json", "text"] = "json"
+
+    @model_validator(mode="after")
+    def _timeout_outlasts_beats(self) -> Self:
+        # A timeout of fewer than two beats would declare a live worker dead on one late beat.
+        if self.liveness_timeout_s < 2 * self.liveness_beat_s:
+            raise ValueError(f"FRESCO_LIVENESS_TIMEOUT_S ({self.liveness_timeout_s:g}) must be at least twice "
+                             f"FRESCO_LIVENESS_BEAT_S ({self.liveness_beat_s:g})")
+        return self
 
     @field_validator("url_secret")
     @classmethod

@@ -1,11 +1,12 @@
 """Steps 1 and 2: claim a unit. Up to B queued jobs of the message's signature, else whatever
 this queue should run next (messages are interchangeable tokens of work on their queue),
-then a short wait for more of the same signature to fill the batch; and at most one
-retried job per unit."""
+then a short wait for more of the same signature to fill the batch; and, when it holds
+suspects (jobs whose render processes died twice), one call's worth of them only."""
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from db import jobs as jobs_db
@@ -16,7 +17,7 @@ from fresco.spec import Signature
 from worker import task_report
 from worker.owner import new_token
 from worker.retries import TRANSIENT, with_retries
-from worker.unit import Resources, Unit
+from worker.unit import SUSPECT_AFTER_CRASHES, Resources, Unit
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,11 @@ log = logging.getLogger(__name__)
 def _claim(res: Resources, signature: str, limit: int, token: str) -> list[ClaimedJob]:
     def go() -> list[ClaimedJob]:
         with session_scope() as s:
-            return jobs_db.claim(s, signature=signature, limit=limit, token=token, lease_s=res.settings.lease_s)
+            jobs = jobs_db.claim(s, signature=signature, limit=limit, token=token, lease_s=res.settings.lease_s)
+            # The crash evidence decides how they render (Unit.groups); read apart from
+            # the claim statement, which the scheduling policy owns.
+            crashes = jobs_db.crash_counts(s, ids=[j.id for j in jobs]) if jobs else {}
+            return [replace(j, crashes=crashes.get(j.id, 0)) for j in jobs]
     return with_retries(go, what="claim", settings=res.settings)
 
 
@@ -66,26 +71,32 @@ def claim_unit(res: Resources, model: str, signature: str, task: Any = None, que
                 message_signature=None if signature == message_signature else message_signature)
 
 
-def isolate_retries(res: Resources, unit: Unit) -> None:
-    """A job on its second or later attempt may be what killed its render process last
-    time. Keep at most one such job in a unit (it renders last and alone: Unit.groups);
-    the others go back to the queue, attempt not counted, for units of their own."""
-    retried = [j for j in unit.jobs if j.attempts > 1]
-    if len(retried) <= 1:
+def isolate_suspects(res: Resources, unit: Unit) -> None:
+    """A unit that holds suspects keeps the first call of them (Unit.groups: half the
+    call that crashed, then a quarter, ... by seq) and gives every other job back to
+    the queue, attempt not counted, for units of their own: one call per unit, so that a
+    crash accuses exactly its jobs. Jobs without evidence, a lost worker's included,
+    stay together in one call."""
+    calls = unit.groups(unit.jobs, unit.entry.batch_size(res.device))
+    suspect_calls = [c for c in calls if c[0].crashes >= SUSPECT_AFTER_CRASHES]
+    if not suspect_calls:
         return
-    extra = retried[1:]
+    keep = {j.id for j in suspect_calls[0]}
+    extra = [j for j in unit.jobs if j.id not in keep]
+    if not extra:
+        return
 
     def go() -> jobs_db.Demand:
         with session_scope() as s:
             return jobs_db.release(s, ids=[j.id for j in extra], token=unit.token)
     try:
-        demand = with_retries(go, what="release retried jobs", settings=res.settings)
-    except TRANSIENT as e:  # keep them then: rendered alone one by one, as before
-        log.warning("unit %s: could not release retried jobs (%s); rendering them here", unit.token, e)
+        demand = with_retries(go, what="release jobs", settings=res.settings)
+    except TRANSIENT as e:  # keep them then: they render in the unit's later calls
+        log.warning("unit %s: could not give jobs back (%s); rendering them here", unit.token, e)
         return
     publish(demand, registry=res.registry)
-    log.info("unit %s: %d retried jobs given back to render alone", unit.token, len(extra))
-    released = {j.id for j in extra}
-    unit.jobs = [j for j in unit.jobs if j.id not in released]
+    log.info("unit %s: renders %d suspect jobs (%d crashes) apart; %d jobs given back", unit.token, len(keep),
+             suspect_calls[0][0].crashes, len(extra))
+    unit.jobs = [j for j in unit.jobs if j.id in keep]
     unit.released.extend(extra)
     unit.outcomes.update((j.id, task_report.GIVEN_BACK) for j in extra)

@@ -9,10 +9,14 @@ Failure policy (docs/design.md, "Delivery"):
 - any other exception in a group of several re-renders each job alone, so one poison
   prompt fails alone with its reason and its batch mates go on;
 - a prompt that kills the render process itself (a segfault, an OOM kill) cannot be
-  caught: its whole call is lost and comes back by lease expiry. So a job on its second
-  or later attempt is rendered alone, after the unit's fresh jobs are stored, and a unit
-  holds at most one such job: a poison job then dies alone until its attempts are spent
-  (failed, worker_lost) and its batch mates succeed;
+  caught: its whole call is lost and comes back through the worker's reaper, which
+  counts the crash against each job of the call (db/jobs.py ``expire_owners``). Only
+  evidence isolates: after two such crashes a job is a suspect and renders apart, in
+  half the batch, then a quarter, ... down to alone (worker/unit.py ``call_size``), one
+  call per unit, so the poison's half crashes again and the other half renders; a job
+  that crashes alone spends its attempts (failed, worker_lost) and its batch mates
+  succeed. A whole worker lost (its liveness stale: worker/liveness.py) is no evidence:
+  its jobs render in batches again;
 - a model that cannot load fails its jobs with the reason, once, and the worker lives;
 - a unit that outlives its soft time limit ends the attempt of each of its jobs
   (deadline_exceeded, retried while attempts remain).
@@ -31,7 +35,7 @@ from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import open_storage
 from worker import metrics, record, task_report
-from worker.claim import claim_unit, isolate_retries
+from worker.claim import claim_unit, isolate_suspects
 from worker.drain import Drain, ShutdownRequested
 from worker.handback import hand_back
 from worker.lease import Lease
@@ -91,8 +95,8 @@ class Engine:
             unit = claim_unit(self.res, model, signature, task, queue=queue)
             if unit is None:
                 return task_report.nothing_claimed(model=model, signature=signature, queue=queue)
-            # 2. Keep at most one retried job: it may be what killed the last render process.
-            isolate_retries(self.res, unit)
+            # 2. Suspects (their render processes died twice) render apart, by halves.
+            isolate_suspects(self.res, unit)
             # Every line while the unit runs carries its jobs' ids (fresco/logs.py).
             context = bind(**unit_ids(unit))
             for job in unit.jobs:
@@ -139,7 +143,7 @@ class Engine:
             return
         # 5. Render each group (halving on out of memory, one by one after a failed call),
         # 6. storing and recording each job's outcome as soon as its call ends.
-        for group in unit.groups(todo):
+        for group in unit.groups(todo, unit.entry.batch_size(self.res.device)):
             for outcome in render_group(self.res, unit, group, drain=self.drain):
                 record.finish(self.res, unit, outcome)
 

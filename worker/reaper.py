@@ -7,6 +7,10 @@ for each whose process no longer exists it ends the lease and lets ``expire_leas
 what it does for any expired lease (requeue, or fail once attempts are spent, or cancel)
 and publishes messages for the requeued jobs. A token it cannot judge (another worker's,
 or a pid that may have been reused) is left to its lease, as before.
+
+The same pass judges other workers whole (worker/liveness.py): the jobs of a worker whose
+liveness beat went stale are requeued too, so a worker killed outright costs
+``FRESCO_LIVENESS_TIMEOUT_S`` plus a pass, not a whole lease.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from db.session import session_scope
 from fresco.dispatch import publish
 from fresco.registry import get_registry
 from fresco.settings import get_settings
+from worker.liveness import Beat, requeue_dead_workers
 from worker.owner import pid_alive, token_pid, worker_prefix
 
 log = logging.getLogger(__name__)
@@ -37,15 +42,16 @@ def reap_once() -> int:
     return touched
 
 
-def run_forever(stop: threading.Event, interval_s: float) -> None:
+def run_forever(stop: threading.Event, interval_s: float, beat: Beat) -> None:
     while not stop.is_set():
-        try:
-            reap_once()
-        except Exception as e:  # Postgres or Redis down: the leases still expire; try again
-            log.warning("reaper: pass failed (%s: %s)", type(e).__name__, str(e).splitlines()[0][:200])
+        for check in (reap_once, lambda: requeue_dead_workers(beat)):
+            try:
+                check()
+            except Exception as e:  # Postgres or Redis down: the leases still expire; try again
+                log.warning("reaper: pass failed (%s: %s)", type(e).__name__, str(e).splitlines()[0][:200])
         stop.wait(interval_s)
 
 
-def start_thread(stop: threading.Event) -> None:
-    threading.Thread(target=run_forever, args=(stop, get_settings().dead_child_check_s), name="fresco-reaper",
+def start_thread(stop: threading.Event, beat: Beat) -> None:
+    threading.Thread(target=run_forever, args=(stop, get_settings().dead_child_check_s, beat), name="fresco-reaper",
                      daemon=True).start()

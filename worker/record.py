@@ -89,7 +89,7 @@ def reuse_stored(res: Resources, unit: Unit) -> list[ClaimedJob]:
     jobs left to render."""
     todo = []
     for job in unit.jobs:
-        if job.attempts > 1:
+        if job.attempts > 1 or job.crashes:  # an earlier attempt (a crashed one is not counted) may have stored it
             try:
                 stored = with_retries(lambda: res.storage.exists(result_key(job)), what="exists",
                                       settings=res.settings)

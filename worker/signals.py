@@ -4,8 +4,10 @@ and stop.
 - parent (``setup_logging``): JSON logs for the worker and Celery (fresco/logs.py);
   (``worker_init``, before the pool forks) a fresh metrics directory, and
   (``worker_ready``) the /metrics server at FRESCO_METRICS_PORT (worker/metrics_server.py);
-- parent (``worker_ready``): runs the sweeper thread and the reaper thread (a dead
-  render process's jobs back to the queue within about a second, worker/reaper.py);
+- parent (``worker_ready``): runs the liveness beat (worker/liveness.py), the sweeper
+  thread and the reaper thread (a dead render process's jobs back to the queue within
+  about a second, a dead worker's within FRESCO_LIVENESS_TIMEOUT_S: worker/reaper.py);
+  (``worker_shutdown``, once the pool has stopped) removes its liveness row;
   never imports torch, so CUDA is never initialised before a fork.
 - child (``worker_process_init``): drops connections inherited from the parent, builds
   the engine (torch threads, device), preloads the models named in FRESCO_PRELOAD, then,
@@ -43,7 +45,7 @@ from typing import Any
 
 from billiard.process import current_process
 from celery.signals import (setup_logging, task_prerun, worker_init, worker_process_init, worker_ready,
-                            worker_shutting_down)
+                            worker_shutdown, worker_shutting_down)
 
 from fresco.settings import get_settings
 # Imported here, in the main process, so that the worker nonce in lease tokens is minted
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 _sweeper_stop = None
 _reaper_stop = threading.Event()  # the dead-render-process check (worker/reaper.py)
 _consumer: Any = None  # the parent's Celery consumer: its pool lists the render processes
+_beat: Any = None  # this worker's liveness beat (worker/liveness.py)
 
 # After the grace period, how long a unit that is not at a step boundary gets before
 # SIGALRM interrupts it wherever it is.
@@ -86,15 +89,27 @@ def _serve_metrics(**_: object) -> None:
 
 @worker_ready.connect
 def _start_sweeper(sender: Any = None, **_: object) -> None:
-    global _sweeper_stop, _consumer
+    global _sweeper_stop, _consumer, _beat
     _consumer = sender
+    from worker.liveness import Beat
+
+    # Beating until the process exits (worker_shutdown below), a warm shutdown included:
+    # the render process may still be finishing its unit then.
+    _beat = Beat().start()
     if get_settings().embedded_sweeper:
         from worker.sweeper import start_thread
 
         _sweeper_stop = start_thread()
     from worker.reaper import start_thread as start_reaper
 
-    start_reaper(_reaper_stop)
+    start_reaper(_reaper_stop, _beat)
+
+
+@worker_shutdown.connect
+def _forget_liveness(**_: object) -> None:
+    # The pool has stopped: nothing of this worker holds a job any more.
+    if _beat is not None:
+        _beat.stop()
 
 
 def pool_pids(consumer: Any) -> list[int]:

@@ -1,7 +1,9 @@
 """The sweeper closes every gap that at-least-once delivery leaves:
 
 1. expired leases (a worker died or hung): back to ``queued`` and republished, or
-   ``failed`` once their attempts are spent;
+   ``failed`` once their attempts are spent; run apart, it also requeues the jobs of
+   workers whose liveness went stale (worker/liveness.py; inside a worker, its reaper
+   thread does that every second);
 2. the outbox: queued jobs that have no message waiting (the API died between commit and
    publish, Redis was down, a message was lost) get messages, so that the messages
    waiting on each queue cover the queued jobs (ceil(n/B) per signature);
@@ -35,6 +37,7 @@ from fresco.dispatch import batch_size, broker, publish, publish_webhooks
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import Storage, open_storage
+from worker.liveness import Beat, requeue_dead_workers
 from worker.probes import touch
 from worker.retention import RetentionReport, retention_pass
 
@@ -56,10 +59,11 @@ class SweepReport:
 
 class Sweeper:
     def __init__(self, settings: Settings | None = None, registry: Registry | None = None,
-                 storage: Storage | None = None) -> None:
+                 storage: Storage | None = None, beat: Beat | None = None) -> None:
         self.settings = settings or get_settings()
         self.registry = registry or get_registry()
         self._storage = storage
+        self.beat = beat  # run apart: judge workers' liveness too (worker/liveness.py)
 
     def sweep_once(self) -> SweepReport:
         report = SweepReport()
@@ -71,6 +75,8 @@ class Sweeper:
         if report.expired:
             log.warning("sweeper: %d expired leases returned to the queue or failed", report.expired)
         report.republished += publish(demand, registry=self.registry)
+        if self.beat is not None:
+            report.expired += requeue_dead_workers(self.beat)
 
         report.broker_reset = self._broker_lost_data()
         with session_scope() as s:
@@ -152,7 +158,8 @@ def main() -> None:
     live_file = get_settings().live_file
     # The process's healthcheck (`python -m worker.probes live`): a pass that failed
     # because Postgres or Redis is down still counts; a loop that stopped turning does not.
-    Sweeper().run_forever(after_pass=(lambda: touch(live_file)) if live_file else None)
+    # Its own liveness row: it judges other workers only while it reaches Postgres itself.
+    Sweeper(beat=Beat().start()).run_forever(after_pass=(lambda: touch(live_file)) if live_file else None)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ RUNNING = "running"
 CANCELED = "canceled"
 LEASE_LOST = "lease lost (another worker may hold it)"
 HANDED_BACK = "queued: handed back on shutdown"
-GIVEN_BACK = "queued: a retried job, given back to render alone"
+GIVEN_BACK = "queued: given back so that suspect jobs render apart"
 UNRECORDED = "unrecorded: Postgres unreachable; its lease brings it back"
 
 

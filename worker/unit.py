@@ -43,6 +43,22 @@ class Resources:
         return self.settings.pad_batches if self.settings.pad_batches is not None else self.device == "cpu"
 
 
+# A job is a suspect once render processes died while holding it, their worker alive,
+# this many times (db/jobs.py ``expire_owners``): one crash may be bad luck or a batch
+# mate's fault; two in a row are evidence.
+SUSPECT_AFTER_CRASHES = 2
+
+
+def call_size(crashes: int, batch_size: int) -> int:
+    """How many jobs share a call with a job that has ``crashes``: the whole batch size
+    without evidence, then half of it per further crash down to one (a bisection: the
+    poison's half crashes again, the other half renders). The rest of a crashed call is
+    never held back for long: log2(B) + 1 crashes isolate one job."""
+    if crashes < SUSPECT_AFTER_CRASHES:
+        return batch_size
+    return max(1, batch_size >> (crashes - SUSPECT_AFTER_CRASHES + 1))
+
+
 def result_key(job: ClaimedJob) -> str:
     """Where a job's image is stored: deterministic, so a re-run overwrites it."""
     return RESULT_KEY.format(tenant=job.tenant_id, batch=job.batch_id or "jobs", job=job.id,
@@ -67,13 +83,20 @@ class Unit:
     pipe: Any = None  # set by the load step
     scheduler_config: dict = field(default_factory=dict)
 
-    def groups(self, todo: list[ClaimedJob]) -> list[list[ClaimedJob]]:
-        """The calls to make: fresh jobs share one; a retried job (which may be what
-        crashed the render process last time) renders alone after them, so a crash
-        loses only it."""
-        fresh = [j for j in todo if j.attempts <= 1]
-        retried = [[j] for j in todo if j.attempts > 1]
-        return ([fresh] if fresh else []) + retried
+    def groups(self, todo: list[ClaimedJob], batch_size: int) -> list[list[ClaimedJob]]:
+        """The calls to make. Jobs without evidence against them share one call, whatever
+        their attempts (a lost worker's jobs render in batches again). Suspects (see
+        :func:`call_size`) render apart in calls of their own, after it, each call holding
+        suspects of one level, in seq order: the halves of the call that crashed. The
+        claim step keeps one call per unit (worker/claim.py), so that a crash accuses
+        exactly that call's jobs (db/jobs.py ``expire_owners``)."""
+        clear = [j for j in todo if j.crashes < SUSPECT_AFTER_CRASHES]
+        calls = [clear] if clear else []
+        for level in sorted({j.crashes for j in todo if j.crashes >= SUSPECT_AFTER_CRASHES}):
+            suspects = [j for j in todo if j.crashes == level]
+            size = call_size(level, batch_size)
+            calls += [suspects[i:i + size] for i in range(0, len(suspects), size)]
+        return calls
 
     def live(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         """Those of ``jobs`` still worth rendering: held, not canceled, not finished."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import threading
 import time
 from collections import Counter
@@ -21,12 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
-
-from support.farm import ServiceFarm
+from support.farm import ServiceFarm, cancel_unfinished_jobs
 from support.invariants import assert_exactly_once
 from support.procs import BIN, Proc, free_port
 from support.services import PersistentS3, PostgresCluster, RedisServer
 from support.waiting import wait_until
+
+from fresco.settings import Settings
 
 SPEC = {"width": 32, "height": 32, "steps": 4}
 
@@ -61,14 +63,18 @@ def broker_farm(pg, tmp_path_factory):
 @pytest.fixture
 def bfarm(broker_farm):
     """The broker farm, with Postgres and Redis up and its workers alive whatever the
-    previous scenario did."""
+    previous scenario did, and idle: the jobs a scenario left unfinished (it failed
+    midway) are ended afterwards, or the next scenario's batch would wait behind them and
+    time out too (one failure cascaded into every later broker scenario)."""
     if not broker_farm.pg.up():
         broker_farm.pg.start()
     if not broker_farm.redis.up():
         broker_farm.redis.start()
     for name, proc in broker_farm.procs.items():
         assert proc.alive(), f"{name} died in an earlier scenario:\n{proc.tail()}"
-    return broker_farm
+    yield broker_farm
+    if broker_farm.pg.up():
+        cancel_unfinished_jobs(broker_farm.db)
 
 
 @pytest.fixture
@@ -137,8 +143,6 @@ def seconds(a, b) -> float:
 # --- 5. Redis restarted ------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="open: passes alone, failed once in the whole suite after "
-                   "progress events moved to their own thread; see the session note (issue 15 follow-up)")
 def test_redis_restart_while_jobs_run(bfarm, record_property):
     """SHUTDOWN the broker mid-batch for 25 s and start it again on the same port and
     folder: the units already claimed finish (their state is in Postgres), nothing new
@@ -150,21 +154,28 @@ def test_redis_restart_while_jobs_run(bfarm, record_property):
     # 32x32 an idle machine finished it between the check and the count below)
     batch = farm.submit(items(n, "redis-restart"), defaults={**SPEC, "width": 64, "height": 64, "steps": 40})["id"]
 
+    # What made this test fail in the whole suite (issue 15): it waited at most 60 s for a
+    # first unit to have *finished* as well, and on the loaded 2-core machine a unit of 40
+    # steps at 64x64 took 66 s; the jobs it left running then made every later broker
+    # scenario time out too (now ended by the bfarm fixture). A unit mid-render with work
+    # queued behind it is all the fault needs, and the wait allows a slow machine.
     def mid_render() -> bool:  # a unit early in its sampling loop, more work queued behind it
         c = counts(farm, batch)
-        return c["succeeded"] >= 4 and c["queued"] >= 16 and farm.db.scalar(
+        return c["queued"] >= 16 and farm.db.scalar(
             "SELECT count(*) FROM jobs WHERE batch_id = :b AND status = 'running' AND progress_step BETWEEN 1 AND 6",
             b=batch) > 0
-    wait_until(mid_render, 60, "the batch to be under way, a unit mid-render and work still queued", interval=0.05)
+    wait_until(mid_render, 240, "a unit mid-render and work still queued", interval=0.05)
     waiting = farm.redis.client().llen("fresco.render")
     farm.redis.shutdown()
     down = db_now(farm)
     running = counts(farm, batch)["running"]
     # The broker is away: claimed units finish and record their outcome; no new claims.
-    wait_until(lambda: counts(farm, batch)["running"] == 0, 60, "the running units to finish without Redis")
+    wait_until(lambda: counts(farm, batch)["running"] == 0, 240, "the running units to finish without Redis")
     during = counts(farm, batch)
-    # (a message a worker had received just before the stop may still start: 1 s margin)
-    assert during["queued"] > 0 and first_claim_after(farm, batch, down + timedelta(seconds=1)) is None, during
+    # A message a worker had received before the stop may still be claimed after it (on a
+    # loaded machine, seconds later): at most one unit per worker. Nothing beyond that.
+    late = farm.db.scalar("SELECT count(*) FROM jobs WHERE batch_id = :b AND started_at > :t", b=batch, t=down)
+    assert during["queued"] > 0 and late <= 2 * 4, (during, late)
     # An outage of 25 s: long enough that kombu's default backoff (2, 4, 6, 8, 10 s) would
     # leave the workers idle for ~5 s after Redis is back; the fault's length, not a wait.
     time.sleep(max(0.0, 25 - seconds(down, db_now(farm))))
@@ -172,13 +183,15 @@ def test_redis_restart_while_jobs_run(bfarm, record_property):
     up = db_now(farm)
     assert farm.redis.client().llen("fresco.render") > 0, "the AOF kept the waiting messages"
     resumed = wait_until(lambda: first_claim_after(farm, batch, up), 60, "consumption to resume")
-    wait_done(farm, batch, 120)
+    wait_done(farm, batch, 600)  # 24 jobs of 40 steps at 64x64: minutes on a loaded machine
     done = db_now(farm)
     figures = exactly_once(farm, batch, n)
     assert running > 0, "the restart was meant to hit a unit mid-render"
     # Workers retry the broker every 0.5-2 s (FRESCO_BROKER_RECONNECT_MAX_S), not on
-    # kombu's 2-30 s backoff: work resumes within a few seconds of Redis coming back.
-    assert seconds(up, resumed) < 5, seconds(up, resumed)
+    # kombu's 2-30 s backoff: work resumes within a few seconds of Redis coming back
+    # (about 3 s here; the bound leaves room for a loaded machine, and stays under the
+    # 15 s the README promises).
+    assert seconds(up, resumed) < 10, seconds(up, resumed)
     report(record_property, "5a redis restart while jobs run", **figures, messages_waiting_at_shutdown=waiting,
            running_at_shutdown=running,
            queued_while_down=during["queued"], outage_s=seconds(down, up), first_claim_after_up_s=seconds(up, resumed),
@@ -250,6 +263,62 @@ def test_redis_flushall_mid_run_is_repaired_from_postgres(bfarm, record_property
     report(record_property, "6 redis FLUSHALL mid-run", **figures, queued_at_flush=stranded,
            epoch_loss_noticed_after_s=noticed, first_claim_after_flush_s=seconds(flushed, first),
            batch_done_after_flush_s=seconds(flushed, done))
+
+
+
+# --- 6b. Redis wiped, then restarted empty, with the default settings -------------------
+
+def default_delivery() -> dict[str, str]:
+    """The shipped delivery timings, over the fast ones a ServiceFarm starts with."""
+    from support.timings import FAST_TIMINGS
+
+    names = [k.removeprefix("FRESCO_").lower() for k in FAST_TIMINGS if k != "FRESCO_TORCH_THREADS"]
+    return {f"FRESCO_{n.upper()}": str(Settings.model_fields[n].default) for n in names
+            if n != "progress_interval_s"}
+
+
+@pytest.mark.slow
+def test_redis_wiped_or_restarted_empty_resumes_within_15_s_with_default_settings(pg, tmp_path, record_property):
+    """The README's promise for the broker, with the shipped timings (sweep every 5 s,
+    republish after 10 s, lease 60 s): Redis wiped (FLUSHALL) mid-run, then Redis killed
+    and started again with its data gone (a container without a volume). Each time the
+    sweeper finds the broker epoch gone and republishes every queued job at once, so work
+    resumes within 15 s; nothing is lost or done twice."""
+    redis = RedisServer(tmp_path / "redis").start()
+    farm = ServiceFarm(tmp_path, pg.database(), redis, **default_delivery())
+    try:
+        assert farm.env["FRESCO_SWEEP_INTERVAL_S"] == "5.0" and farm.env["FRESCO_LEASE_S"] == "60.0"
+        farm.start_api()
+        farm.start_workers(2)
+        n = 48
+        batch = farm.submit(items(n, "wipe-defaults"), defaults={**SPEC, "steps": 8})["id"]
+        wait_until(lambda: (lambda c: c["succeeded"] >= 1 and c["queued"] >= 24)(counts(farm, batch)), 240,
+                   "the batch to be under way with work still queued")
+        client = redis.client()
+        wiped = db_now(farm)
+        client.flushall()
+        assert counts(farm, batch)["queued"] > 0
+        after_wipe = wait_until(lambda: first_claim_after(farm, batch, wiped + timedelta(seconds=0.5)), 60,
+                                "work to resume after the wipe", interval=0.1)
+        wait_until(lambda: counts(farm, batch)["queued"] >= 8, 1, "work still queued for the restart")
+        redis.kill()
+        shutil.rmtree(redis.folder / "appendonlydir", ignore_errors=True)  # its data gone with it
+        redis.start()
+        up = db_now(farm)
+        assert not redis.client().exists("fresco:broker-epoch")
+        after_restart = wait_until(lambda: first_claim_after(farm, batch, up + timedelta(seconds=0.5)), 60,
+                                   "work to resume after the empty restart", interval=0.1)
+        wait_done(farm, batch, 600)
+        done = db_now(farm)
+        figures = exactly_once(farm, batch, n)
+        wipe_s, restart_s = seconds(wiped, after_wipe), seconds(up, after_restart)
+        assert wipe_s < 15 and restart_s < 15, (wipe_s, restart_s)
+        report(record_property, "6b redis wiped, then restarted empty (default settings)", **figures,
+               first_claim_after_wipe_s=wipe_s, first_claim_after_empty_restart_s=restart_s,
+               batch_done_after_restart_s=seconds(up, done))
+    finally:
+        farm.close()
+        redis.kill()
 
 
 # --- 7. crash between commit and publish --------------------------------------------------

@@ -23,7 +23,7 @@ from support.farm import TERMINAL_JOB, Farm
 # whole seconds), a job's finish time from Postgres' clock on the same machine.
 CLOCK_SLACK = timedelta(seconds=1)
 
-_ROWS = ("SELECT j.id::text AS id, j.seq, j.status, j.attempts, j.max_attempts, j.lease_owner, j.started_at, "
+_ROWS = ("SELECT j.id::text AS id, j.seq, j.status, j.attempts, j.max_attempts, j.crashes, j.lease_owner, j.started_at, "
          "j.finished_at, j.error_type, j.error_message, j.progress_step, j.result_key, j.timings, "
          "j.spec->>'prompt' AS prompt, j.tenant_id, j.batch_id FROM jobs j ")
 

@@ -205,21 +205,46 @@ def test_a_poison_prompt_fails_alone_and_its_batch_mates_succeed(harness):
     assert [c["prompts"][0] for c in harness.pipe.calls] == ["a", "a", "b POISON", "c", "d"]
 
 
-def test_a_retried_job_renders_alone_after_the_fresh_ones_and_one_per_unit(harness):
+def test_a_lost_workers_jobs_render_in_one_call_with_fresh_ones(harness):
+    """A retried job without crash evidence (its worker was lost whole, its lease ran out)
+    is no suspect: it shares the call with fresh jobs."""
     fresh = harness.submit(["fresh 1", "fresh 2"])
     retried = harness.submit(["retried 1", "retried 2", "retried 3"])
-    with session_scope() as s:  # as after a render process died holding them
+    with session_scope() as s:  # as after the liveness check requeued them
         s.execute(text("UPDATE jobs SET attempts = 1 WHERE id = ANY(:ids)"), {"ids": retried})
     harness.run()
-    assert [c["prompts"][0] for c in harness.pipe.calls] == ["fresh 1", "retried 1"]
-    assert len(harness.pipe.calls[1]["prompts"]) == B and set(harness.pipe.calls[1]["prompts"]) == {"retried 1"}
+    assert len(harness.pipe.calls) == 1
+    assert set(harness.pipe.calls[0]["prompts"]) == {"fresh 1", "fresh 2", "retried 1", "retried 2", "retried 3"}
     rows = harness.rows(fresh + retried)
-    assert [r["status"] for r in rows] == ["succeeded"] * 3 + ["queued"] * 2
-    # the two given back keep their attempt count and get messages of their own
-    assert [r["attempts"] for r in rows[3:]] == [1, 1] and harness.messages() >= 1
+    assert all(r["status"] == "succeeded" and r["timings"]["batch_size"] == 5 for r in rows)
+    assert [r["attempts"] for r in rows] == [1, 1, 2, 2, 2]
+
+
+def test_suspects_render_apart_by_halves_one_call_per_unit(harness):
+    """Jobs whose render processes died twice (crashes = 2) render in calls of B/2, those
+    with three in calls of B/4, one call per unit; the rest of a claim goes back to the
+    queue, attempt not counted, with messages, and renders in a call of its own."""
+    suspects = harness.submit([f"suspect {i}" for i in range(6)])
+    worse = harness.submit(["worse 1", "worse 2", "worse 3"])
+    fresh = harness.submit(["fresh 1"])
+    with session_scope() as s:
+        s.execute(text("UPDATE jobs SET crashes = 2 WHERE id = ANY(:ids)"), {"ids": suspects})
+        s.execute(text("UPDATE jobs SET crashes = 3 WHERE id = ANY(:ids)"), {"ids": worse})
+    report = harness.run()
+    # the claim took B = 8 jobs by seq (6 suspects, 2 worse); it kept the first half-call
+    assert sorted(report["jobs"].values()) == ["queued: given back so that suspect jobs render apart"] * 4 + [
+        "succeeded"] * 4
+    assert harness.messages() >= 1
+    rows = harness.rows(suspects + worse)
+    assert [r["status"] for r in rows] == ["succeeded"] * 4 + ["queued"] * 5
+    assert all(r["attempts"] == 0 for r in rows[4:])  # given back: attempt not counted
     while harness.run()["claimed"]:
         pass
-    assert [r["status"] for r in harness.rows(retried)] == ["succeeded"] * 3
+    calls = [sorted(set(c["prompts"])) for c in harness.pipe.calls]
+    assert calls == [[f"suspect {i}" for i in range(4)], ["suspect 4", "suspect 5"], ["worse 1", "worse 2"],
+                     ["worse 3"], ["fresh 1"]]
+    assert all(r["status"] == "succeeded" for r in harness.rows(suspects + worse + fresh))
+    assert [r["timings"]["batch_size"] for r in harness.rows(suspects + worse + fresh)] == [4] * 4 + [2] * 4 + [1, 1]
 
 
 def test_a_unit_past_its_time_limit_is_retried_then_fails_deadline_exceeded(harness):
@@ -231,7 +256,7 @@ def test_a_unit_past_its_time_limit_is_retried_then_fails_deadline_exceeded(harn
     rows = harness.rows(ids)
     assert all(r["status"] == JobState.QUEUED and r["attempts"] == 1 and r["error_type"] is None for r in rows)
     assert harness.messages() >= 1  # requeued with fresh messages
-    while harness.run()["claimed"]:  # retried jobs render one per unit
+    while harness.run()["claimed"]:  # retried (no crash evidence: together again)
         pass
     rows = harness.rows(ids)
     assert all(r["status"] == JobState.FAILED and r["error_type"] == FailureType.DEADLINE_EXCEEDED for r in rows)

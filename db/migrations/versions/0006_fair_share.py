@@ -19,13 +19,13 @@ a claim index that reaches each tenant's queued jobs of a signature.
 
 See docs/design.md, *Fair share and quotas*.
 
-Revision ID: 0006_fair_share
+Revision ID: 0006
 Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_fair_share'
+revision = '0006'
 down_revision = '0005'
 branch_labels = None
 depends_on = None
