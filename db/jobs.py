@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,7 @@ from fresco.errors import FailureType
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (f"'{state}'" for state in JobState)
 
 COPY_COLUMNS = ("id", "tenant_id", "batch_id", "model", "queue", "signature", "spec", "priority",
-                "status", "attempts", "max_attempts", "custom_id", "metadata")
+                "status", "attempts", "max_attempts", "custom_id", "metadata", "sweep", "sweep_item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,9 @@ class NewJob:
     spec: dict[str, Any]
     custom_id: str | None = None
     metadata: dict[str, Any] | None = None
+    # A sweep's job: its coordinates and the index of the item it was expanded from.
+    sweep: dict[str, Any] | None = None
+    sweep_item: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,8 @@ def copy_jobs(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID | N
         for job in jobs:
             copy.write_row((job.id, tenant_id, batch_id, job.model, job.queue, job.signature,
                             json.dumps(job.spec), priority, JobState.QUEUED, 0, max_attempts, job.custom_id,
-                            None if job.metadata is None else json.dumps(job.metadata)))
+                            None if job.metadata is None else json.dumps(job.metadata),
+                            None if job.sweep is None else json.dumps(job.sweep), job.sweep_item))
             demand.add(job.queue, job.model, job.signature)
     return demand
 
@@ -403,11 +407,20 @@ def delete_jobs(session: Session, *, ids: list[uuid.UUID]) -> int:
     return session.execute(text("DELETE FROM jobs WHERE id = ANY(:ids)").bindparams(_IDS), {"ids": ids}).rowcount
 
 
-def delete_empty_batches(session: Session, *, older_than_s: float, limit: int) -> int:
+def delete_empty_batches(session: Session, *, older_than_s: float, limit: int,
+                         before_delete: Callable[[list[str]], None] | None = None) -> int:
     """Batches created before the retention age whose jobs are all gone (every counter
-    zero). A batch being ingested is new, so never old enough to match."""
-    return session.execute(text("""
-        DELETE FROM batches WHERE id IN (
-            SELECT id FROM batches WHERE created_at < now() - make_interval(secs => :age)
-            AND n_queued = 0 AND n_running = 0 AND n_succeeded = 0 AND n_failed = 0 AND n_canceled = 0
-            LIMIT :limit FOR UPDATE SKIP LOCKED)"""), {"age": older_than_s, "limit": limit}).rowcount
+    zero). A batch being ingested is new, so never old enough to match. The rows are
+    locked first and ``before_delete`` gets the keys of their contact sheets (sweeps),
+    so the objects go before the rows: never an object without its batch."""
+    rows = session.execute(text("""
+        SELECT id, contact_sheets FROM batches WHERE created_at < now() - make_interval(secs => :age)
+        AND n_queued = 0 AND n_running = 0 AND n_succeeded = 0 AND n_failed = 0 AND n_canceled = 0
+        LIMIT :limit FOR UPDATE SKIP LOCKED"""), {"age": older_than_s, "limit": limit}).all()
+    if not rows:
+        return 0
+    keys = [sheet["key"] for r in rows for sheet in (r.contact_sheets or [])]
+    if keys and before_delete is not None:
+        before_delete(keys)
+    return session.execute(text("DELETE FROM batches WHERE id = ANY(:ids)").bindparams(_IDS),
+                           {"ids": [r.id for r in rows]}).rowcount
