@@ -125,14 +125,18 @@ def heartbeat(session: Session, *, ids: list[uuid.UUID], token: str, lease_s: fl
 
 
 def finish_success(session: Session, *, job_id: uuid.UUID, token: str, result_key: str,
-                   result: dict[str, Any], timings: dict[str, Any]) -> bool:
-    """Record a rendered, stored image. False: the lease was lost; nothing changed."""
+                   result: dict[str, Any], timings: dict[str, Any], reuse_key: str | None = None,
+                   reused_from: uuid.UUID | None = None) -> bool:
+    """Record a rendered (or, with ``reused_from``, copied) stored image, with its result
+    cache key (worker/result_cache.py). False: the lease was lost; nothing changed."""
     row = session.execute(text(
         f"UPDATE jobs SET status = {SUCCEEDED}, result_key = :key, result = CAST(:result AS jsonb), "
         "timings = CAST(:timings AS jsonb), finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, "
-        "progress_step = (spec->>'steps')::int, error_type = NULL, error_message = NULL "
+        "progress_step = (spec->>'steps')::int, error_type = NULL, error_message = NULL, "
+        "reuse_key = :reuse_key, reused_from = :reused_from "
         f"WHERE id = :id AND status = {RUNNING} AND lease_owner = :token RETURNING id"),
-        {"id": job_id, "token": token, "key": result_key, "result": json.dumps(result), "timings": json.dumps(timings)})
+        {"id": job_id, "token": token, "key": result_key, "result": json.dumps(result), "timings": json.dumps(timings),
+         "reuse_key": reuse_key, "reused_from": reused_from})
     return row.first() is not None
 
 
