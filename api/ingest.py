@@ -8,6 +8,7 @@ transaction, and the error names the item (``items[17].width``) or the line.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -23,6 +24,7 @@ from api.estimate import estimate
 from api.image_inputs import ImageInputs
 from api.json_input import check_fields, check_metadata, decode, join
 from api.schemas import check_servable
+from api.sweep import Sweep, check_sweep, expand, name_axis
 from api.webhook_input import check_webhook
 from db import jobs as jobs_db
 from db.jobs import Demand, NewJob
@@ -32,7 +34,7 @@ from fresco.registry import Registry
 from fresco.settings import Settings
 from fresco.spec import SpecFields, resolve, signature
 
-BATCH_FIELDS = {"defaults", "items", "priority", "webhook_url", "webhook_events", "metadata"}
+BATCH_FIELDS = {"defaults", "items", "priority", "webhook_url", "webhook_events", "metadata", "sweep"}
 
 
 def _pydantic_error(e: ValidationError, where: str) -> InvalidSpec:
@@ -166,16 +168,18 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
             return existing, Demand(), False
     gate = quotas.hold(session, tenant_id=tenant_id, settings=settings)  # 429 before parsing when over the rate
     defaults, priority, webhook, metadata = validate_header(header)
+    sweep = check_sweep(header.get("sweep"), defaults, settings.max_batch_items)
     events = header.get("webhook_events")  # checked by validate_header
     events = sorted(set(events)) if events is not None else None
     batch = Batch(tenant_id=tenant_id, total=0, priority=priority, idempotency_key=idempotency_key,
-                  request_hash=request_hash, webhook_url=webhook, webhook_events=events, metadata_=metadata)
+                  request_hash=request_hash, webhook_url=webhook, webhook_events=events, metadata_=metadata,
+                  sweep=sweep.stored() if sweep else None)
     session.add(batch)
     try:
         session.flush()
     except IntegrityError:  # a concurrent request with the same key won the race
         raise Conflict("a request with this Idempotency-Key is being processed; retry to get its batch") from None
-    jobs = _Validated(defaults, items, registry, settings, images)
+    jobs = _Validated(defaults, items, registry, settings, images, sweep)
     demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
                                max_attempts=settings.max_attempts, jobs=jobs)
     batch.total = jobs.checked_count()
@@ -186,22 +190,38 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
 class _Validated:
     """A batch's items as jobs, each checked as it streams past (merged over the
     defaults, resolved, servable), counted against FRESCO_MAX_BATCH_ITEMS: what a
-    submission inserts and what a dry run counts are the same jobs."""
+    submission inserts and what a dry run counts are the same jobs. With a sweep, each
+    item is one job per point of it (api/sweep.py), and the limit counts the jobs."""
 
     def __init__(self, defaults: dict[str, Any], items: Iterable[tuple[str, Any]], registry: Registry,
-                 settings: Settings, images: ImageInputs | None) -> None:
-        self.defaults, self.items, self.images = defaults, items, images
+                 settings: Settings, images: ImageInputs | None, sweep: Sweep | None = None) -> None:
+        self.defaults, self.items, self.images, self.sweep = defaults, items, images, sweep
         self.registry, self.settings = registry, settings
         self.count = 0
 
     def __iter__(self) -> Iterator[NewJob]:
-        for where, item in self.items:
-            self.count += 1
-            if self.count > self.settings.max_batch_items:
-                raise PayloadTooLarge(f"items: more than {self.settings.max_batch_items} items in one batch")
-            job = to_job(self.defaults, item, where, self.registry, self.images)
-            check_servable(job, where)
-            yield job
+        limit = self.settings.max_batch_items
+        for index, (where, item) in enumerate(self.items):
+            if self.sweep is None:
+                self.count += 1
+                if self.count > limit:
+                    raise PayloadTooLarge(f"items: more than {limit} items in one batch")
+                job = to_job(self.defaults, item, where, self.registry, self.images)
+                check_servable(job, where)
+                yield job
+                continue
+            for point, coords, indexes in expand(self.sweep, item, where):
+                self.count += 1
+                if self.count > limit:
+                    raise PayloadTooLarge(f"items: {index + 1} items × {self.sweep.size} sweep points are more "
+                                          f"than {limit} jobs in one batch (FRESCO_MAX_BATCH_ITEMS)")
+                try:
+                    job = to_job(self.defaults, point, where, self.registry, self.images)
+                except InvalidSpec as e:
+                    raise name_axis(e, where, indexes) from None
+                job = dataclasses.replace(job, sweep=coords, sweep_item=index)
+                check_servable(job, where)
+                yield job
 
     def checked_count(self) -> int:
         if self.count == 0:
@@ -219,7 +239,8 @@ def dry_run(session: Session, *, tenant_id: uuid.UUID, header: dict[str, Any], i
         if existing is not None and existing.request_hash != request_hash:
             raise Conflict("Idempotency-Key was already used with a different request body")
     defaults, _, _, _ = validate_header(header)
-    jobs = _Validated(defaults, items, registry, settings, images)
+    sweep = check_sweep(header.get("sweep"), defaults, settings.max_batch_items)
+    jobs = _Validated(defaults, items, registry, settings, images, sweep)
     demand = Demand()
     for job in jobs:
         demand.add(job.queue, job.model, job.signature)

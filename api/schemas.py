@@ -12,6 +12,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticSerializationError
 
+from api.sweep import Sweep
 from db.jobs import BatchStats, NewJob
 from db.models import Batch, Job
 from fresco.constants import TERMINAL_JOB_STATES, BatchState, DeliveryState, JobState, WebhookEvent
@@ -23,6 +24,12 @@ from fresco.storage import Storage
 WEBHOOK_URL_DOC = ("Called when the job ends or the batch completes (Standard Webhooks: webhook-id, "
                    "webhook-timestamp, webhook-signature headers; the secret is GET /v1/webhooks/secret). "
                    "Its host must resolve to public addresses unless FRESCO_WEBHOOK_ALLOWLIST names it.")
+SWEEP_DOC = ("Axes to sweep, applied to every item: `{axis: [values]}` with axes among prompt, seed, "
+             "guidance_scale, steps, scheduler, beta_schedule, model; each item becomes one job per point of the "
+             "product (the last axis varying fastest), each job's `sweep` naming its point. A swept field may not "
+             "also be set in `defaults` or an item. Items × points count against FRESCO_MAX_BATCH_ITEMS. When "
+             "the batch ends, a contact sheet per item (`contact_sheets`) shows the images in a grid: the last "
+             "axis as columns, the others as rows.")
 WEBHOOK_EVENTS_DOC = "Events to send: job.succeeded, job.failed, batch.completed (default: all of them)."
 
 
@@ -51,6 +58,7 @@ class BatchCreate(BaseModel):
     webhook_url: str | None = Field(default=None, max_length=2000, description=WEBHOOK_URL_DOC)
     webhook_events: list[WebhookEvent] | None = Field(default=None, description=WEBHOOK_EVENTS_DOC)
     metadata: dict[str, Any] | None = Field(default=None, description=f"Your own JSON object, echoed back: at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON, nested at most {MAX_JSON_DEPTH} levels, finite numbers only.")
+    sweep: dict[str, list[Any]] | None = Field(default=None, description=SWEEP_DOC)
 
 
 # fresco/errors.py's classes and api/errors.py's handlers produce these; the test of the
@@ -116,6 +124,11 @@ class JobPublic(BaseModel):
     error: ErrorInfo | None
     custom_id: str | None
     metadata: dict[str, Any] | None
+    sweep: dict[str, Any] | None = Field(default=None, description=(
+        "A sweep's job: its point, `{axis: value}` for each of the batch's sweep axes; null otherwise."))
+    reused_from: uuid.UUID | None = Field(default=None, description=(
+        "The result cache (`\"reuse\": true`): the earlier job whose stored image this job got instead of "
+        "rendering; null when it rendered."))
     queue_position: int | None = Field(default=None, description=(
         "While queued: how many queued jobs of the same queue (the model's queue) are ahead of this one by "
         "priority, then submission order; counted exactly up to 1000, so a job 1000 or more places back reads "
@@ -142,6 +155,13 @@ class BatchProgress(BaseModel):
     eta_s: float | None
 
 
+class ContactSheet(BaseModel):
+    item: int = Field(description="The batch item (0-based, in submission order) whose jobs the sheet shows.")
+    url: str = Field(description="A PNG, signed like a result URL (expires).")
+    width: int
+    height: int
+
+
 class BatchPublic(BaseModel):
     id: uuid.UUID
     status: BatchState
@@ -150,6 +170,16 @@ class BatchPublic(BaseModel):
     progress: BatchProgress
     priority: int
     metadata: dict[str, Any] | None
+    sweep: dict[str, list[Any]] | None = Field(default=None, description="The sweep's axes as submitted; null "
+                                                                         "for a batch without one.")
+    contact_sheet: ContactSheet | None = Field(default=None, description=(
+        "A sweep's contact sheet once the batch has ended (the first item's when there are several: see "
+        "`contact_sheets`); null before, and for a batch without a sweep or without a succeeded job. Built "
+        "within about FRESCO_SWEEP_INTERVAL_S of the batch's end."))
+    contact_sheets: list[ContactSheet] | None = Field(default=None, description=(
+        "Every item's contact sheet, in item order: a grid of the item's images with the last sweep axis's "
+        "values as column labels and the other axes' values as row labels (combined as `axis=value, ...`). "
+        "A failed or canceled job's cell is grey, labelled with its state. Null until built."))
     created_at: datetime
     finished_at: datetime | None
 
@@ -255,7 +285,8 @@ def job_public(job: Job, storage: Storage, queue_position: int | None = None) ->
     return {
         "id": job.id, "batch_id": job.batch_id, "status": job.status, "attempts": job.attempts, "spec": spec,
         "progress": {"step": job.progress_step, "steps": spec["steps"]}, "result": result, "timings": job.timings,
-        "error": error, "custom_id": job.custom_id, "metadata": job.metadata_, "queue_position": queue_position,
+        "error": error, "custom_id": job.custom_id, "metadata": job.metadata_, "sweep": job.sweep,
+        "reused_from": job.reused_from, "queue_position": queue_position,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
     }
 
@@ -298,7 +329,16 @@ def batch_status(batch: Batch, counts: dict[str, int]) -> BatchState:
 UNFINISHED = (BatchState.QUEUED, BatchState.RUNNING)
 
 
-def batch_public(batch: Batch, stats: BatchStats) -> dict[str, Any]:
+def contact_sheets(batch: Batch, storage: Storage | None) -> list[dict[str, Any]] | None:
+    """The batch's built contact sheets with signed URLs; None before they are built, or
+    without a storage to sign with (a webhook's payload: built by a worker)."""
+    if batch.contact_sheets is None or storage is None:
+        return None
+    return [{"item": s["item"], "url": storage.url(s["key"]), "width": s["width"], "height": s["height"]}
+            for s in batch.contact_sheets]
+
+
+def batch_public(batch: Batch, stats: BatchStats, storage: Storage | None = None) -> dict[str, Any]:
     counts = stats.counts
     status = batch_status(batch, counts)
     done = sum(counts[s] for s in TERMINAL_JOB_STATES)
@@ -308,9 +348,12 @@ def batch_public(batch: Batch, stats: BatchStats) -> dict[str, Any]:
         rate = round(counts[JobState.SUCCEEDED] / elapsed, 3)
         eta = round((counts[JobState.QUEUED] + counts[JobState.RUNNING]) / rate, 1) if status in UNFINISHED else 0.0
     finished = stats.last_finished_at if status not in UNFINISHED else None
+    sheets = contact_sheets(batch, storage)
     return {
         "id": batch.id, "status": status, "total": batch.total, "counts": counts,
         "progress": {"done": done, "total": batch.total, "fraction": round(done / batch.total, 4) if batch.total else 1.0,
                      "images_per_s": rate, "eta_s": eta},
-        "priority": batch.priority, "metadata": batch.metadata_, "created_at": batch.created_at, "finished_at": finished,
+        "priority": batch.priority, "metadata": batch.metadata_, "sweep": Sweep.public(batch.sweep),
+        "contact_sheet": sheets[0] if sheets else None, "contact_sheets": sheets,
+        "created_at": batch.created_at, "finished_at": finished,
     }

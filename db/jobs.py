@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,7 +32,7 @@ from fresco.settings import get_settings
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (f"'{state}'" for state in JobState)
 
 COPY_COLUMNS = ("id", "tenant_id", "batch_id", "model", "queue", "signature", "spec", "priority",
-                "status", "attempts", "max_attempts", "custom_id", "metadata")
+                "status", "attempts", "max_attempts", "custom_id", "metadata", "sweep", "sweep_item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,9 @@ class NewJob:
     spec: dict[str, Any]
     custom_id: str | None = None
     metadata: dict[str, Any] | None = None
+    # A sweep's job: its coordinates and the index of the item it was expanded from.
+    sweep: dict[str, Any] | None = None
+    sweep_item: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,8 @@ def copy_jobs(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID | N
         for job in jobs:
             copy.write_row((job.id, tenant_id, batch_id, job.model, job.queue, job.signature,
                             json.dumps(job.spec), priority, JobState.QUEUED, 0, max_attempts, job.custom_id,
-                            None if job.metadata is None else json.dumps(job.metadata)))
+                            None if job.metadata is None else json.dumps(job.metadata),
+                            None if job.sweep is None else json.dumps(job.sweep), job.sweep_item))
             demand.add(job.queue, job.model, job.signature)
     return demand
 
@@ -158,14 +162,18 @@ def heartbeat(session: Session, *, ids: list[uuid.UUID], token: str, lease_s: fl
 
 
 def finish_success(session: Session, *, job_id: uuid.UUID, token: str, result_key: str,
-                   result: dict[str, Any], timings: dict[str, Any]) -> bool:
-    """Record a rendered, stored image. False: the lease was lost; nothing changed."""
+                   result: dict[str, Any], timings: dict[str, Any], reuse_key: str | None = None,
+                   reused_from: uuid.UUID | None = None) -> bool:
+    """Record a rendered (or, with ``reused_from``, copied) stored image, with its result
+    cache key (worker/result_cache.py). False: the lease was lost; nothing changed."""
     row = session.execute(text(
         f"UPDATE jobs SET status = {SUCCEEDED}, result_key = :key, result = CAST(:result AS jsonb), "
         "timings = CAST(:timings AS jsonb), finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, "
-        "progress_step = (spec->>'steps')::int, error_type = NULL, error_message = NULL "
+        "progress_step = (spec->>'steps')::int, error_type = NULL, error_message = NULL, "
+        "reuse_key = :reuse_key, reused_from = :reused_from "
         f"WHERE id = :id AND status = {RUNNING} AND lease_owner = :token RETURNING id"),
-        {"id": job_id, "token": token, "key": result_key, "result": json.dumps(result), "timings": json.dumps(timings)})
+        {"id": job_id, "token": token, "key": result_key, "result": json.dumps(result), "timings": json.dumps(timings),
+         "reuse_key": reuse_key, "reused_from": reused_from})
     return row.first() is not None
 
 
@@ -470,11 +478,20 @@ def delete_jobs(session: Session, *, ids: list[uuid.UUID]) -> int:
     return session.execute(text("DELETE FROM jobs WHERE id = ANY(:ids)").bindparams(_IDS), {"ids": ids}).rowcount
 
 
-def delete_empty_batches(session: Session, *, older_than_s: float, limit: int) -> int:
+def delete_empty_batches(session: Session, *, older_than_s: float, limit: int,
+                         before_delete: Callable[[list[str]], None] | None = None) -> int:
     """Batches created before the retention age whose jobs are all gone (every counter
-    zero). A batch being ingested is new, so never old enough to match."""
-    return session.execute(text("""
-        DELETE FROM batches WHERE id IN (
-            SELECT id FROM batches WHERE created_at < now() - make_interval(secs => :age)
-            AND n_queued = 0 AND n_running = 0 AND n_succeeded = 0 AND n_failed = 0 AND n_canceled = 0
-            LIMIT :limit FOR UPDATE SKIP LOCKED)"""), {"age": older_than_s, "limit": limit}).rowcount
+    zero). A batch being ingested is new, so never old enough to match. The rows are
+    locked first and ``before_delete`` gets the keys of their contact sheets (sweeps),
+    so the objects go before the rows: never an object without its batch."""
+    rows = session.execute(text("""
+        SELECT id, contact_sheets FROM batches WHERE created_at < now() - make_interval(secs => :age)
+        AND n_queued = 0 AND n_running = 0 AND n_succeeded = 0 AND n_failed = 0 AND n_canceled = 0
+        LIMIT :limit FOR UPDATE SKIP LOCKED"""), {"age": older_than_s, "limit": limit}).all()
+    if not rows:
+        return 0
+    keys = [sheet["key"] for r in rows for sheet in (r.contact_sheets or [])]
+    if keys and before_delete is not None:
+        before_delete(keys)
+    return session.execute(text("DELETE FROM batches WHERE id = ANY(:ids)").bindparams(_IDS),
+                           {"ids": [r.id for r in rows]}).rowcount

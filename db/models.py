@@ -118,6 +118,11 @@ class Batch(Base):
     # When its first job was first claimed, and its latest finish (same trigger).
     first_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A sweep's axes as submitted ({axis: [values]}; migration 0009), and its contact
+    # sheets once the batch ended: [{item, key, width, height}], NULL until built (the
+    # sweeper builds what is missing: worker/sheets.py), [] when nothing succeeded.
+    sweep: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    contact_sheets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_batches_idempotency"),
@@ -125,6 +130,9 @@ class Batch(Base):
         Index("ix_batches_tenant_created", "tenant_id", "created_at"),
         # Retention: old batches whose jobs are all gone.
         Index("ix_batches_created", "created_at"),
+        # The sweeper: sweep batches whose contact sheets are still to build.
+        Index("ix_batches_sheets_due", "created_at",
+              postgresql_where=text("sweep IS NOT NULL AND contact_sheets IS NULL")),
     )
 
 
@@ -167,6 +175,14 @@ class Job(Base):
     # A single job's own webhook (POST /v1/jobs); a batch's jobs use their batch's.
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_events: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # A sweep's job: its coordinates ({axis: value}) and the batch item it came from.
+    sweep: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    sweep_item: Mapped[int | None] = mapped_column(Integer)
+    # The result cache (migration 0008): a succeeded job's hash of canonical spec and
+    # model revision (worker/result_cache.py), and, for a job served from the cache,
+    # the earlier job whose image it got.
+    reuse_key: Mapped[str | None] = mapped_column(String(64))
+    reused_from: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # When the job last became queued (created, lease expired, retried): queue wait.
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -191,6 +207,8 @@ class Job(Base):
         Index("ix_jobs_tenant_seq", "tenant_id", "seq"),
         # Retention: finished jobs by age.
         Index("ix_jobs_finished", "finished_at", postgresql_where=text(FINISHED_ONLY)),
+        # The result cache: a tenant's succeeded jobs by spec-and-revision hash.
+        Index("ix_jobs_reuse", "tenant_id", "reuse_key", postgresql_where=text("reuse_key IS NOT NULL")),
     )
 
 

@@ -1,4 +1,4 @@
-"""Worker liveness rows (table ``workers``, migration 0006): beaten by each worker's main
+"""Worker liveness rows (table ``workers``, migration 0007): beaten by each worker's main
 process, judged by the others (worker/liveness.py). Times are Postgres's own ``now()``,
 so no two machines' clocks are ever compared."""
 from __future__ import annotations

@@ -24,6 +24,9 @@ UPLOAD_KEY = "{tenant}/uploads/{upload}.{ext}"
 # A result's thumbnail for the gallery, beside it: made once from the stored image
 # (fresco/thumbnails.py), never larger than the image.
 THUMB_KEY = "{tenant}/{batch}/{job}.thumb.webp"
+# A sweep's contact sheet for one batch item (0-based), beside the batch's images: built
+# once the batch ended (worker/sheets.py), deleted with the batch by retention.
+CONTACT_SHEET_KEY = "{tenant}/{batch}/sweep-{item}.sheet.png"
 
 
 # Job and batch states of the public contract: the jobs.status column (db/models.py), the

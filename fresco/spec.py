@@ -65,6 +65,7 @@ class SpecFields(BaseModel):
     init_image: str | None = Field(default=None, description="Image-to-image / inpainting input: `upload:ID` from POST /v1/uploads, or base64 (PNG, JPEG, WebP).")
     mask_image: str | None = Field(default=None, description="Inpainting mask (white = repaint), as init_image; needs init_image.")
     strength: float | None = Field(default=None, gt=0, le=1, description=f"Image-to-image: how far from init_image, (0, 1]; default 0.8. int(steps × strength) must be at least 1. {_NUM}")
+    reuse: bool | None = Field(default=None, description="The result cache: true gives this job the image of an identical earlier job of your tenant that succeeded (same model revision, every spec field and the seed; so give a seed) instead of rendering it again; the job then names it in `reused_from`. Default false: always render.")
     custom_id: str | None = Field(default=None, description="Your own reference, echoed back.")
     metadata: dict[str, Any] | None = Field(default=None, description=f"Your own JSON object, echoed back: at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON, nested at most {MAX_JSON_DEPTH} levels, finite numbers only.")
 
@@ -181,6 +182,8 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "",
     }
     if kind != "text-to-image":
         spec.update(init_image=init_image, mask_image=mask_image, strength=strength)
+    if fields.get("reuse"):  # only when asked: the specs of every other job stay as they were
+        spec["reuse"] = True
     return spec
 
 

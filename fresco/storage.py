@@ -31,6 +31,7 @@ class Storage(Protocol):
     def url(self, key: str, ttl_s: int | None = None) -> str: ...
     def check(self) -> None: ...
     def delete(self, keys: list[str]) -> None: ...
+    def copy(self, source: str, dest: str) -> None: ...
 
 
 def sign(secret: bytes, key: str, expires: int) -> str:
@@ -104,6 +105,11 @@ class FileStorage:
                 self._path(key).unlink(missing_ok=True)
             except OSError as e:
                 raise TransientError(f"deleting {key} from {self.root} failed: {e}") from e
+
+    def copy(self, source: str, dest: str) -> None:
+        """A copy of ``source`` under ``dest`` (written whole, as ``put`` writes);
+        NotFound when there is no ``source``."""
+        self.put(dest, self.get(source), "")
 
     def check(self) -> None:
         try:
@@ -196,6 +202,21 @@ class S3Storage:
                 err = answer["Errors"][0]
                 raise TransientError(f"S3 delete s3://{self.bucket}/{err.get('Key')} failed: {err.get('Code')} "
                                      f"{err.get('Message')} ({len(answer['Errors'])} of {len(chunk)} keys)")
+
+    def copy(self, source: str, dest: str) -> None:
+        """A server-side copy (CopyObject: the bytes never leave S3, content type kept);
+        NotFound when there is no ``source``."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=self._key(dest),
+                                    CopySource={"Bucket": self.bucket, "Key": self._key(source)})
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"no such object: {source!r}") from None
+            raise self._transient("copy", source, e) from e
+        except BotoCoreError as e:
+            raise self._transient("copy", source, e) from e
 
     def check(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

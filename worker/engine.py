@@ -34,7 +34,7 @@ from fresco.logs import bind, unbind
 from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import open_storage
-from worker import metrics, record, task_report
+from worker import metrics, record, result_cache, task_report
 from worker.claim import claim_unit, isolate_suspects
 from worker.drain import Drain, ShutdownRequested
 from worker.handback import hand_back
@@ -130,8 +130,10 @@ class Engine:
         return unit.report()
 
     def _render(self, unit: Unit) -> None:
-        # 3. A retried job whose image an earlier attempt stored is recorded, not rendered.
+        # 3. A retried job whose image an earlier attempt stored is recorded, not rendered;
+        # so is a job that asked for reuse and matches an earlier success (worker/result_cache.py).
         todo = record.reuse_stored(self.res, unit)
+        todo = result_cache.serve(self.res, unit, todo)
         if not todo:
             return
         # 4. Load the model from the warm cache; one that cannot load fails these jobs.

@@ -32,6 +32,10 @@ FAILURES = Counter("fresco_job_failures_total",
                    "(queued again, or failed)", ["type", "outcome"])
 # Incremented by the webhook delivery code with outcome delivered, retried or failed.
 WEBHOOK_DELIVERIES = Counter("fresco_webhook_deliveries_total", "Webhook delivery attempts, by outcome", ["outcome"])
+# The result cache (`"reuse": true`, worker/result_cache.py): hit (copied, not rendered)
+# or miss (rendered), per job that asked.
+RESULT_CACHE = Counter("fresco_result_cache_total", "Jobs that asked for reuse, by model and outcome (hit: served "
+                       "from an earlier job's image without rendering; miss: rendered)", ["model", "outcome"])
 # CUDA only: absent on a CPU worker. livesum: a render process that exited stops counting.
 GPU_MEMORY = Gauge("fresco_gpu_memory_bytes", "GPU memory held by the render process's torch allocator",
                    ["kind"], multiprocess_mode="livesum")
@@ -75,6 +79,11 @@ def job_failed(failure_type: str, outcome: str) -> None:
 def webhook_delivered(outcome: str) -> None:
     """For the webhook delivery code: ``outcome`` delivered, retried or failed."""
     WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
+def result_cache(model: str, outcome: str) -> None:
+    """``outcome``: hit or miss."""
+    RESULT_CACHE.labels(model, outcome).inc()
 
 
 def gpu_memory(device: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from db import jobs as jobs_db
@@ -26,7 +27,7 @@ from fresco.dispatch import publish, publish_webhooks
 from fresco.errors import JobFailure, StorageError
 from fresco.logs import bound, job_ids
 from fresco.thumbnails import store_thumbnail
-from worker import metrics, task_report
+from worker import metrics, result_cache, task_report
 from worker.encoding import encode
 from worker.retries import TRANSIENT, with_retries
 from worker.unit import Failed, Rendered, Resources, Unit, result_key
@@ -114,14 +115,18 @@ def job_timings(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str, An
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in t.items()}
 
 
-def record_success(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str, Any]) -> None:
+def record_success(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str, Any],
+                   reused_from: uuid.UUID | None = None) -> None:
     spec = job.spec
     result = {"width": spec["width"], "height": spec["height"], "seed": spec["seed"], "format": spec["output_format"]}
+    # every success is a result cache entry, whether or not this job asked for reuse
+    cache_key = result_cache.key_for(res, unit, job)
 
     def go() -> tuple[bool, list]:
         with session_scope() as s:
             ok = jobs_db.finish_success(s, job_id=job.id, token=unit.token, result_key=result_key(job),
-                                        result=result, timings=job_timings(res, unit, job, extra))
+                                        result=result, timings=job_timings(res, unit, job, extra),
+                                        reuse_key=cache_key, reused_from=reused_from)
             # the webhook events the job's end wrote (the outbox trigger, migration 0004)
             return ok, webhooks_db.fresh_for_job(s, job_id=job.id, batch_id=job.batch_id) if ok else []
     try:

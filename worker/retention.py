@@ -1,5 +1,5 @@
 """Retention: finished jobs older than ``FRESCO_RETENTION_DAYS`` are deleted with their
-stored images, then batches whose jobs are all gone, so the hot table holds recent work.
+stored images, then batches whose jobs are all gone (with a sweep's contact sheets), so the hot table holds recent work.
 
 A chunk at a time (``FRESCO_RETENTION_CHUNK`` rows, one transaction each, at most
 ``MAX_CHUNKS_PER_PASS`` per sweep): the rows are locked, their objects deleted, then the
@@ -56,7 +56,9 @@ def retention_pass(settings: Settings, storage: Storage) -> RetentionReport:
         if len(expired) < settings.retention_chunk:
             break
     with session_scope() as s:
-        report.batches = jobs_db.delete_empty_batches(s, older_than_s=age, limit=settings.retention_chunk)
+        # a sweep's contact sheets go with its batch, before the row (like a job's objects)
+        report.batches = jobs_db.delete_empty_batches(s, older_than_s=age, limit=settings.retention_chunk,
+                                                      before_delete=storage.delete)
     if report.jobs or report.batches:
         log.info("retention: deleted %d jobs (%d object keys) and %d batches older than %g days",
                  report.jobs, report.objects, report.batches, settings.retention_days)

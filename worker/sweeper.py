@@ -12,7 +12,9 @@
 4. webhooks: deliveries that are due (a retry's time came, a message was lost, the
    delivering worker died and its lease expired) get a message (worker/webhooks.py);
 5. retention: finished jobs past ``FRESCO_RETENTION_DAYS`` go, with their images
-   (worker/retention.py), a bounded slice per pass.
+   (worker/retention.py), a bounded slice per pass;
+6. contact sheets: ended sweep batches without theirs get them (worker/sheets.py), a
+   few batches per pass.
 
 It runs as a thread in every worker's main process (so a farm of API + workers recovers
 on its own) and as ``python -m worker.sweeper`` for deployments that want it apart.
@@ -40,6 +42,7 @@ from fresco.storage import Storage, open_storage
 from worker.liveness import Beat, requeue_dead_workers
 from worker.probes import touch
 from worker.retention import RetentionReport, retention_pass
+from worker.sheets import sheets_pass
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class SweepReport:
     skipped: bool = False
     webhooks: int = 0
     retention: RetentionReport | None = None
+    sheets: int = 0
 
 
 class Sweeper:
@@ -90,6 +94,7 @@ class Sweeper:
             due = webhooks_db.due(s, republish_after_s=self.settings.republish_after_s)
         report.webhooks = publish_webhooks(due, self.settings)
         report.retention = retention_pass(self.settings, self.storage)
+        report.sheets = sheets_pass(self.storage)
         return report
 
     @property

@@ -77,6 +77,7 @@ def job_data(job: Job, settings: Settings) -> dict[str, Any]:
     return {
         "id": str(job.id), "batch_id": None if job.batch_id is None else str(job.batch_id), "status": job.status,
         "attempts": job.attempts, "custom_id": job.custom_id, "metadata": job.metadata_, "result": result,
+        "sweep": job.sweep, "reused_from": None if job.reused_from is None else str(job.reused_from),
         "error": {"type": job.error_type, "message": job.error_message or ""} if job.error_type else None,
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
         "url": f"{settings.base_url}/v1/jobs/{job.id}",

@@ -85,7 +85,7 @@ def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: Ses
         stats = jobs_db.batch_stats(session, batch_id=batch.id)
     session.flush()
     session.refresh(batch)
-    view = servable(BatchPublic, batch_public(batch, stats))
+    view = servable(BatchPublic, batch_public(batch, stats, storage))
     session.commit()
     # After commit: the rows are the outbox; a lost publish is repaired by the sweeper.
     publish(demand, registry=registry)
@@ -103,9 +103,9 @@ def _batch_or_404(session: Session, tenant: uuid.UUID, batch_id: uuid.UUID) -> B
 
 @router.get("/{batch_id}", response_model=BatchPublic, summary="A batch's state, counts, progress and ETA",
             responses=error_responses(404, 422))
-def get_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> dict:
+def get_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep) -> dict:
     batch = _batch_or_404(session, tenant, batch_id)
-    return batch_public(batch, jobs_db.stats_of(batch))  # the counters on its row: nothing counted
+    return batch_public(batch, jobs_db.stats_of(batch), storage)  # the counters on its row: nothing counted
 
 
 @router.get("/{batch_id}/jobs", response_model=JobList, summary="A batch's jobs, page by page",
@@ -152,7 +152,7 @@ def results(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage
 
 @router.post("/{batch_id}/cancel", response_model=BatchPublic, summary="Cancel every job that has not finished",
              responses=error_responses(404, 409, 422))
-def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> dict:
+def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep) -> dict:
     """Queued jobs end `canceled` at once and are never claimed; running ones stop at
     their next sampling step. A batch with nothing left to cancel answers 409 and is left
     as it is, like a finished job's cancel."""
@@ -163,20 +163,23 @@ def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep) ->
     batch.canceled = True
     jobs_db.cancel_jobs(session, tenant_id=tenant, batch_id=batch.id)
     session.commit()  # committed before the answer goes out
-    return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))
+    return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id), storage)
 
 
 @router.post("/{batch_id}/retry", status_code=202, response_model=BatchPublic, summary="Requeue the failed jobs",
              responses=error_responses(404, 409, 422))
-def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, registry: RegistryDep) -> dict:
+def retry_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, registry: RegistryDep,
+                storage: StorageDep) -> dict:
     batch = _batch_or_404(session, tenant, batch_id)
     if batch_status(batch, jobs_db.batch_stats(session, batch_id=batch.id).counts) == BatchState.CANCELED:
         raise Conflict(f"batch {batch_id} was canceled; it cannot be retried")
     demand = jobs_db.retry_failed(session, tenant_id=tenant, batch_id=batch.id,
                                   extra_attempts=get_settings().max_attempts)
+    if batch.sweep is not None and demand:
+        batch.contact_sheets = None  # built again when the retried jobs have ended (worker/sheets.py)
     session.commit()
     publish(demand, registry=registry)  # after commit: the rows are the outbox
-    return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))
+    return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id), storage)
 
 
 # GET /v1/batches?state=: a batch's state is computed from its jobs' counts (docs/design.md,
@@ -187,7 +190,7 @@ STATE_SCAN = 1000
 
 @router.get("", response_model=BatchList, summary="The tenant's batches, newest first, page by page",
             responses=error_responses(422))
-def list_batches(tenant: TenantDep, session: SessionDep,
+def list_batches(tenant: TenantDep, session: SessionDep, storage: StorageDep,
                  cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  state: Annotated[BatchState | None, Query(description=(
@@ -200,7 +203,7 @@ def list_batches(tenant: TenantDep, session: SessionDep,
     while True:
         rows = jobs_db.list_batches(session, tenant_id=tenant, before=before, limit=chunk)
         for batch in rows:
-            view = batch_public(batch, jobs_db.stats_of(batch))  # the counters on its row
+            view = batch_public(batch, jobs_db.stats_of(batch), storage)  # the counters on its row
             if state is None or view["status"] == state:
                 if len(data) == limit:  # one more than the page: there is a next page
                     return {"data": data, "next_cursor": cursors.batch_cursor(data[-1]["created_at"], data[-1]["id"])}

@@ -1,8 +1,8 @@
 """/v1/files: results stored in a local folder (file:// storage), served by the API to
 whoever holds a signed, unexpired URL: no API key, so a browser or curl can open it.
 
-Only result objects and their thumbnails are served (the keys fresco.constants.RESULT_KEY
-and THUMB_KEY lay out, the only ones the API signs URLs for): any other key, an upload, a tenant's folder, a key with a
+Only result objects, their thumbnails and sweeps' contact sheets are served (the keys
+fresco.constants.RESULT_KEY, THUMB_KEY and CONTACT_SHEET_KEY lay out, the only ones the API signs URLs for): any other key, an upload, a tenant's folder, a key with a
 NUL or other odd byte, is a 404 whatever its signature."""
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ from fresco.storage import verify
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-# RESULT_KEY: <tenant>/<batch or "jobs">/<job>.<ext>, and its THUMB_KEY <job>.thumb.webp
-# (the gallery's thumbnails): the only objects the API signs URLs for.
+# RESULT_KEY: <tenant>/<batch or "jobs">/<job>.<ext>, its THUMB_KEY <job>.thumb.webp (the
+# gallery's thumbnails), and CONTACT_SHEET_KEY <tenant>/<batch>/sweep-<item>.sheet.png:
+# the only objects the API signs URLs for.
 RESULT_KEY_PATTERN = re.compile(
-    rf"{_UUID}/(?:{_UUID}|jobs)/{_UUID}\.(?:{'|'.join(OUTPUT_FORMATS)}|thumb\.webp)")
+    rf"{_UUID}/(?:{_UUID}|jobs)/{_UUID}\.(?:{'|'.join(OUTPUT_FORMATS)}|thumb\.webp)"
+    rf"|{_UUID}/{_UUID}/sweep-[0-9]{{1,7}}\.sheet\.png")
 
 
 # No API key: the signature is the credential (401 when it is bad or expired); 503 while

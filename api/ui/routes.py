@@ -142,11 +142,11 @@ def _batch_state(session: SessionDep, batch) -> dict[str, Any]:
 
 
 @router.get("/batches/{batch_id}")
-def batch_page(batch_id: uuid.UUID, s: SignedIn, session: SessionDep) -> HTMLResponse:
+def batch_page(batch_id: uuid.UUID, s: SignedIn, session: SessionDep, storage: StorageDep) -> HTMLResponse:
     batch = _batch_or_404(session, s, batch_id)
-    view = batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id))
+    view = batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id), storage)
     return _page("batch.html", csrf=s.csrf, batch=view, state=_batch_state(session, batch), grid_limit=GRID_LIMIT,
-                 contact_sheet=view.get("contact_sheet"))
+                 contact_sheets=view.get("contact_sheets"))
 
 
 @router.get("/batches/{batch_id}/state")

@@ -32,6 +32,17 @@ def test_put_get_exists_overwrite(storage):
     storage.check()
 
 
+def test_copy_makes_an_object_of_its_own(storage):
+    """The result cache's copy (worker/result_cache.py): the copy outlives its source."""
+    storage.put("t/b/a.png", b"image", "image/png")
+    storage.copy("t/b/a.png", "t/c/b.png")
+    storage.delete(["t/b/a.png"])
+    assert storage.get("t/c/b.png") == b"image" and not storage.exists("t/b/a.png")
+    with pytest.raises(NotFound):
+        storage.copy("t/b/a.png", "t/c/d.png")
+    assert not storage.exists("t/c/d.png")
+
+
 @pytest.mark.parametrize("bad", ["../x.png", "/abs.png", "a//b.png", "a/./b.png", ""])
 def test_keys_cannot_escape(storage, bad):
     with pytest.raises(NotFound):

@@ -13,12 +13,14 @@ def stored_objects(storage_url: str, prefix: str, *, endpoint_url: str | None = 
     """Result keys (relative to ``storage_url``, as ``jobs.result_key`` holds them) under
     ``prefix``, each with its last-modified time. A file store's temporary ``.part-``
     files (an upload cut short) are not objects; the gallery's thumbnails beside the
-    results (fresco.constants.THUMB_KEY) are not results."""
-    return {k: t for k, t in _objects(storage_url, prefix, endpoint_url).items() if not k.endswith(THUMB_SUFFIX)}
+    results (fresco.constants.THUMB_KEY) and sweeps' contact sheets beside a batch's
+    results (CONTACT_SHEET_KEY) are not results."""
+    return {k: t for k, t in _objects(storage_url, prefix, endpoint_url).items() if not k.endswith(DERIVED_SUFFIXES)}
 
 
-# THUMB_KEY's ending, spelled out: this module reads the store without the farm's code.
-THUMB_SUFFIX = ".thumb.webp"
+# THUMB_KEY's and CONTACT_SHEET_KEY's endings, spelled out: this module reads the store
+# without the farm's code.
+DERIVED_SUFFIXES = (".thumb.webp", ".sheet.png")
 
 
 def _objects(storage_url: str, prefix: str, endpoint_url: str | None) -> dict[str, datetime]:

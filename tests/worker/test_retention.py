@@ -1,5 +1,5 @@
 """Retention removes exactly the old finished jobs, their images and their emptied
-batches, and nothing else, on real S3 (moto) and on a file store."""
+batches (with a sweep's contact sheets), and nothing else, on real S3 (moto) and on a file store."""
 from __future__ import annotations
 
 import uuid
@@ -27,8 +27,15 @@ def _scenario(storage) -> dict[str, list]:
         name = f"retention-{uuid.uuid4().hex[:6]}"
         tenants.create_key(s, tenant=name)
         tenant = s.scalar(text("SELECT id FROM tenants WHERE name = :n"), {"n": name})
-        old_batch = Batch(tenant_id=tenant, total=4, priority=0)
-        mixed_batch = Batch(tenant_id=tenant, total=4, priority=0)
+        # each batch a sweep with its contact sheet beside its images: it goes with its batch
+        sheets = {}
+        for name_ in ("old", "mixed"):
+            sheets[name_] = f"{tenant}/{uuid.uuid4()}/sweep-0.sheet.png"
+            storage.put(sheets[name_], b"sheet", "image/png")
+        old_batch = Batch(tenant_id=tenant, total=4, priority=0, sweep=[["seed", [1, 2, 3, 4]]],
+                          contact_sheets=[{"item": 0, "key": sheets["old"], "width": 9, "height": 9}])
+        mixed_batch = Batch(tenant_id=tenant, total=4, priority=0, sweep=[["seed", [1, 2, 3, 4]]],
+                            contact_sheets=[{"item": 0, "key": sheets["mixed"], "width": 9, "height": 9}])
         s.add_all([old_batch, mixed_batch])
         s.flush()
         s.execute(text("UPDATE batches SET created_at = now() - interval '40 days' WHERE id = ANY(:ids)"),
@@ -64,8 +71,8 @@ def _scenario(storage) -> dict[str, list]:
         expired_keys.append(finish(single, "succeeded", 90))
     return {"gone_jobs": [*old, mixed[1], single], "kept_jobs": [mixed[0], mixed[2], mixed[3]],
             "gone_batches": [old_batch.id], "kept_batches": [mixed_batch.id],
-            "gone_keys": [k for key in expired_keys for k in object_keys(key)],
-            "kept_keys": [k for key in kept_keys for k in object_keys(key)]}
+            "gone_keys": [k for key in expired_keys for k in object_keys(key)] + [sheets["old"]],
+            "kept_keys": [k for key in kept_keys for k in object_keys(key)] + [sheets["mixed"]]}
 
 
 def _check(storage, case, settings) -> None:
