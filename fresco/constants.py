@@ -24,6 +24,9 @@ UPLOAD_KEY = "{tenant}/uploads/{upload}.{ext}"
 # A result's thumbnail for the gallery, beside it: made once from the stored image
 # (fresco/thumbnails.py), never larger than the image.
 THUMB_KEY = "{tenant}/{batch}/{job}.thumb.webp"
+# A file of the OpenAI-compatible Batch API (api/openai_compat/): an uploaded input JSONL,
+# or the output and error JSONL written when its batch ends. Never served by /v1/files.
+OPENAI_FILE_KEY = "{tenant}/openai-files/{file}.jsonl"
 
 
 # Job and batch states of the public contract: the jobs.status column (db/models.py), the
