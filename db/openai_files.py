@@ -79,3 +79,19 @@ def request_counts(session: Session, *, batch_id: uuid.UUID) -> RequestCounts:
 def set_finalized(session: Session, *, row: OpenAIBatch, output_file_id: str, error_file_id: str) -> None:
     row.output_file_id, row.error_file_id, row.finalized_at = output_file_id, error_file_id, func.now()
     session.flush()
+
+
+def lock_expired_files(session: Session, *, older_than_s: float, limit: int) -> list[tuple[str, str]]:
+    """(id, key) of files older than the retention age that no OpenAI batch names any more
+    (a batch's input, output and error files stay while the batch does), locked."""
+    rows = session.execute(text("""
+        SELECT f.id, f.key FROM openai_files AS f
+        WHERE f.created_at < now() - make_interval(secs => :age)
+          AND NOT EXISTS (SELECT 1 FROM openai_batches AS b
+                          WHERE f.id IN (b.input_file_id, b.output_file_id, b.error_file_id))
+        ORDER BY f.created_at LIMIT :limit FOR UPDATE OF f SKIP LOCKED"""), {"age": older_than_s, "limit": limit})
+    return [(r.id, r.key) for r in rows]
+
+
+def delete_files(session: Session, *, ids: list[str]) -> int:
+    return session.execute(text("DELETE FROM openai_files WHERE id = ANY(:ids)"), {"ids": ids}).rowcount
