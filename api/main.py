@@ -29,8 +29,9 @@ app = FastAPI(
                  "\"field\"?}}` (the `ErrorResponse` schema; each route lists the statuses it answers and their "
                  "types); 503 with Retry-After while a dependency is down."),
 )
-errors.install(app, shapes={openai_compat.PREFIX: openai_compat.openai_shape})  # OpenAI's error shape there
-app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+error_shapes = {openai_compat.PREFIX: openai_compat.openai_shape}  # OpenAI's error shape under /openai/
+errors.install(app, shapes=error_shapes)
+app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, shapes=error_shapes)
 app.add_middleware(metrics.HttpMetrics)
 app.add_middleware(RequestId)  # outermost: every line of the request, a 413 included, carries its id
 for router in (jobs.router, batches.router, uploads.router, models.router, files.router, health.router,
