@@ -3,6 +3,7 @@ right status. A dependency outage is a 503 with Retry-After; bad input is never 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import psycopg
 import redis.exceptions
@@ -64,6 +65,12 @@ def error_response(status: int, type_: str, message: str, headers: dict | None =
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# Another API's error shape for the routes under a path prefix (api/openai_compat answers
+# OpenAI's under /openai/): (status, farm error type, message, field) -> (status, body,
+# extra headers). The farm's own routes keep {"error": {"type", "message", "field"?}}.
+ErrorShape = Callable[[int, str, str, str | None], tuple[int, dict, dict[str, str]]]
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
@@ -71,7 +78,19 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     return field, f"{field}: {err.get('msg', 'invalid')}"
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, shapes: dict[str, ErrorShape] | None = None) -> None:
+    """The handlers; ``shapes`` gives the routes under a path prefix another error shape."""
+    shapes = shapes or {}
+
+    def respond(request: Request, status: int, type_: str, message: str, headers: dict | None = None,
+                **extra: object) -> JSONResponse:
+        for prefix, shape in shapes.items():
+            if request.url.path.startswith(prefix):
+                field = extra.get("field")
+                status, body, more = shape(status, type_, message, field if isinstance(field, str) else None)
+                return JSONResponse(body, status_code=status, headers={**(headers or {}), **more})
+        return error_response(status, type_, message, headers, **extra)
+
     @app.exception_handler(FrescoError)
     async def _fresco(request: Request, exc: FrescoError) -> JSONResponse:
         headers = {"Retry-After": RETRY_AFTER_S} if exc.status == 503 else None
@@ -79,17 +98,17 @@ def install(app: FastAPI) -> None:
             headers = {"Retry-After": str(exc.retry_after)}
         if exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
-        return error_response(exc.status, exc.type, exc.message, headers, **exc.extra)
+        return respond(request, exc.status, exc.type, exc.message, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         field, message = _validation_message(exc)
-        return error_response(422, "invalid_request", message, field=field)
+        return respond(request, 422, "invalid_request", message, field=field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         types = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}
-        return error_response(exc.status_code, types.get(exc.status_code, "http_error"), str(exc.detail))
+        return respond(request, exc.status_code, types.get(exc.status_code, "http_error"), str(exc.detail))
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
@@ -99,17 +118,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(psycopg.InterfaceError)
     async def _db_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
-        return error_response(503, "service_unavailable", "the database is unavailable; retry later",
-                              {"Retry-After": RETRY_AFTER_S})
+        return respond(request, 503, "service_unavailable", "the database is unavailable; retry later",
+                       {"Retry-After": RETRY_AFTER_S})
 
     @app.exception_handler(Exception)
     async def _broken(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not bad input (that is a 4xx before anything is stored): still the
         # contract's error shape, and the traceback in the log.
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal_error", "the farm failed on this request; it is logged")
+        return respond(request, 500, "internal_error", "the farm failed on this request; it is logged")
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(503, "service_unavailable", "the broker is unavailable; retry later",
-                              {"Retry-After": RETRY_AFTER_S})
+        return respond(request, 503, "service_unavailable", "the broker is unavailable; retry later",
+                       {"Retry-After": RETRY_AFTER_S})

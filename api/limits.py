@@ -11,15 +11,18 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import ErrorShape
+
 
 class BodyTooLarge(Exception):
     pass
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, shapes: dict[str, ErrorShape] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.shapes = shapes or {}  # another API's error shape under a path prefix (api/errors.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,7 +35,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(send, scope)
                     return
         seen = 0
         too_large = started = False
@@ -52,7 +55,7 @@ class BodyLimit:
             if too_large:  # the app answered after the limit was hit: the answer is the 413
                 if not started:
                     started = True
-                    await self._reject(send)
+                    await self._reject(send, scope)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -62,11 +65,12 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, scope)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {"type": "payload_too_large",
-                                     "message": f"request body is larger than {self.max_bytes} bytes"}}).encode()
+    async def _reject(self, send: Send, scope: Scope) -> None:
+        error = {"type": "payload_too_large", "message": f"request body is larger than {self.max_bytes} bytes"}
+        shape = next((f for prefix, f in self.shapes.items() if scope.get("path", "").startswith(prefix)), None)
+        body = json.dumps(shape(413, error["type"], error["message"], None)[1] if shape else {"error": error}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

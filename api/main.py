@@ -5,7 +5,7 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 
-from api import errors, metrics
+from api import errors, metrics, openai_compat
 from api.limits import BodyLimit
 from api.request_id import RequestId
 from api.routes import batches, files, health, jobs, models, uploads, webhooks
@@ -29,13 +29,15 @@ app = FastAPI(
                  "\"field\"?}}` (the `ErrorResponse` schema; each route lists the statuses it answers and their "
                  "types); 503 with Retry-After while a dependency is down."),
 )
-errors.install(app)
-app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+error_shapes = {openai_compat.PREFIX: openai_compat.openai_shape}  # OpenAI's error shape under /openai/
+errors.install(app, shapes=error_shapes)
+app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, shapes=error_shapes)
 app.add_middleware(metrics.HttpMetrics)
 app.add_middleware(RequestId)  # outermost: every line of the request, a 413 included, carries its id
 for router in (jobs.router, batches.router, uploads.router, models.router, files.router, health.router,
                webhooks.router, metrics.router):
     app.include_router(router)
+app.include_router(openai_compat.router)  # /openai/v1: the openai package's images and Batch API
 app.include_router(gallery.router)  # /ui/: the gallery (api/ui/), outside the OpenAPI document
 
 _generated_openapi = app.openapi

@@ -318,3 +318,46 @@ class WebhookAttempt(Base):
     succeeded: Mapped[bool] = mapped_column(Boolean)
 
     __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)
+
+
+class OpenAIFile(Base):
+    """A file of the OpenAI-compatible API (/openai/v1/files, api/openai_compat/): a batch's
+    input JSONL uploaded by the client, or the output and error JSONL the farm writes when
+    the batch ends. The bytes live in object storage under ``key``
+    (fresco.constants.OPENAI_FILE_KEY); the row is what files.retrieve shows."""
+
+    __tablename__ = "openai_files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "file-<32 hex>", OpenAI's form
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(32))  # batch (uploaded) or batch_output (written by the farm)
+    filename: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_openai_files_tenant_created", "tenant_id", "created_at"),)
+
+
+class OpenAIBatch(Base):
+    """What an OpenAI batch adds to the farm batch it runs as (one farm batch per OpenAI
+    batch, same id): the input file, the endpoint, and the output and error files once
+    written. Deleted with its farm batch (retention)."""
+
+    __tablename__ = "openai_batches"
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    # Requests (input lines); a line with n > 1 is n farm jobs.
+    requests: Mapped[int] = mapped_column(Integer)
+    cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set together when the ended batch's result files are written (finalized).
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    finalized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_openai_batches_tenant_created", "tenant_id", "created_at", "batch_id"),)

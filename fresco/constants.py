@@ -27,6 +27,9 @@ THUMB_KEY = "{tenant}/{batch}/{job}.thumb.webp"
 # A sweep's contact sheet for one batch item (0-based), beside the batch's images: built
 # once the batch ended (worker/sheets.py), deleted with the batch by retention.
 CONTACT_SHEET_KEY = "{tenant}/{batch}/sweep-{item}.sheet.png"
+# A file of the OpenAI-compatible Batch API (api/openai_compat/): an uploaded input JSONL,
+# or the output and error JSONL written when its batch ends. Never served by /v1/files.
+OPENAI_FILE_KEY = "{tenant}/openai-files/{file}.jsonl"
 
 
 # Job and batch states of the public contract: the jobs.status column (db/models.py), the

@@ -138,6 +138,10 @@ class Settings(_FrescoSettings):
     # How long a gallery sign-in (/ui/, api/ui/session.py) lasts before the key is asked again.
     ui_session_ttl_s: int = Field(default=12 * 3600, gt=0)
     max_batch_items: int = 100_000
+    # How long POST /openai/v1/images/generations and /edits wait in the request for their
+    # images (the OpenAI API has no asynchronous form); past it the unfinished jobs are
+    # canceled and the answer is a 504 (api/openai_compat/images.py).
+    openai_wait_s: float = Field(default=300.0, gt=0, le=3600)
 
     # --- delivery ---------------------------------------------------------------------
     lease_s: float = 60.0

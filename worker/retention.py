@@ -1,5 +1,7 @@
 """Retention: finished jobs older than ``FRESCO_RETENTION_DAYS`` are deleted with their
-stored images, then batches whose jobs are all gone (with a sweep's contact sheets), so the hot table holds recent work.
+stored images, then batches whose jobs are all gone (with a sweep's contact sheets), then the
+OpenAI-compatible API's files (inputs, outputs) that no remaining batch names, so the hot table
+holds recent work.
 
 A chunk at a time (``FRESCO_RETENTION_CHUNK`` rows, one transaction each, at most
 ``MAX_CHUNKS_PER_PASS`` per sweep): the rows are locked, their objects deleted, then the
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from db import jobs as jobs_db
+from db import openai_files as files_db
 from db.session import session_scope
 from fresco.settings import Settings
 from fresco.storage import Storage
@@ -31,6 +34,7 @@ class RetentionReport:
     jobs: int = 0
     objects: int = 0
     batches: int = 0
+    files: int = 0
 
 
 def object_keys(result_key: str) -> list[str]:
@@ -59,7 +63,12 @@ def retention_pass(settings: Settings, storage: Storage) -> RetentionReport:
         # a sweep's contact sheets go with its batch, before the row (like a job's objects)
         report.batches = jobs_db.delete_empty_batches(s, older_than_s=age, limit=settings.retention_chunk,
                                                       before_delete=storage.delete)
-    if report.jobs or report.batches:
-        log.info("retention: deleted %d jobs (%d object keys) and %d batches older than %g days",
-                 report.jobs, report.objects, report.batches, settings.retention_days)
+    with session_scope() as s:  # after the batches: their OpenAI rows went with them
+        files = files_db.lock_expired_files(s, older_than_s=age, limit=settings.retention_chunk)
+        if files:
+            storage.delete([key for _, key in files])  # objects first, as for jobs
+            report.files = files_db.delete_files(s, ids=[file_id for file_id, _ in files])
+    if report.jobs or report.batches or report.files:
+        log.info("retention: deleted %d jobs (%d object keys), %d batches and %d OpenAI files older than %g days",
+                 report.jobs, report.objects, report.batches, report.files, settings.retention_days)
     return report

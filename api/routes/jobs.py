@@ -1,8 +1,6 @@
 """/v1/jobs: one job at a time, and the tenant's jobs as a list."""
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from typing import Annotated, Any
 
@@ -16,6 +14,7 @@ from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.errors import AUTHED, error_responses
 from api.image_inputs import ImageInputs
 from api.ingest import to_job
+from api.job_wait import wait_for_jobs
 from api.json_input import decode
 from api.metrics import submitted
 from api.prefer import MAX_WAIT_S, requested_wait
@@ -23,7 +22,6 @@ from api.schemas import JobList, JobPublic, job_public, servable
 from api.webhook_input import check_webhook
 from db import jobs as jobs_db
 from db import webhooks as webhooks_db
-from db.session import session_scope
 from fresco.constants import TERMINAL_JOB_STATES, JobState
 from fresco.dispatch import publish
 from fresco.errors import Conflict, NotFound
@@ -37,9 +35,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(*
 # same rules as a batch's items), so the schema is registered by api/main.py.
 _BODY_DOC = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}}}}}
-# How often a request with Prefer: wait looks at its job (a fresh short session each time:
-# no connection or worker thread is held while it waits).
-WAIT_POLL_S = 0.2
 _APPLIED = {"Preference-Applied": {"description": "`wait=N`: the wait the API applied (N at most 60).",
                                    "schema": {"type": "string"}}}
 
@@ -67,7 +62,7 @@ async def create_job(request: Request, raw: RawBody, tenant: TenantDep, session:
     if wait_s is None:
         return JSONResponse(view, status_code=202)
     applied = {"Preference-Applied": f"wait={wait_s}"}
-    finished, view = await _wait_for(request, tenant, view["id"], wait_s, storage)
+    finished, (view,) = await wait_for_jobs(request, tenant, [uuid.UUID(view["id"])], wait_s, storage)
     return JSONResponse(view, status_code=200 if finished else 202, headers=applied)
 
 
@@ -117,26 +112,6 @@ def _submit(raw: bytes, tenant: uuid.UUID, session: Session, registry: Registry,
     publish(demand, registry=registry)  # after commit: the row is the outbox
     submitted("job", 1)
     return view
-
-
-async def _wait_for(request: Request, tenant: uuid.UUID, job_id: str, wait_s: int,
-                    storage: Storage) -> tuple[bool, dict[str, Any]]:
-    """(finished, the job's latest view) after at most ``wait_s``. Stops at once when the
-    client goes away: the job goes on as any other; nobody is left polling for it."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        view = await run_in_threadpool(_read_job, tenant, uuid.UUID(job_id), storage)
-        if view["status"] in TERMINAL_JOB_STATES:
-            return True, view
-        left = deadline - time.monotonic()
-        if left <= 0 or await request.is_disconnected():
-            return False, view
-        await asyncio.sleep(min(WAIT_POLL_S, left))
-
-
-def _read_job(tenant: uuid.UUID, job_id: uuid.UUID, storage: Storage) -> dict[str, Any]:
-    with session_scope() as s:
-        return servable(JobPublic, job_public(_job_or_404(s, tenant, job_id), storage))
 
 
 @router.get("", response_model=JobList, summary="The tenant's jobs, newest first, page by page",
