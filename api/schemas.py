@@ -344,9 +344,13 @@ def batch_public(batch: Batch, stats: BatchStats, storage: Storage | None = None
     done = sum(counts[s] for s in TERMINAL_JOB_STATES)
     rate = eta = None
     if stats.first_started_at is not None and counts[JobState.SUCCEEDED]:
-        elapsed = max(time.time() - stats.first_started_at.timestamp(), 1e-3)
-        rate = round(counts[JobState.SUCCEEDED] / elapsed, 3)
-        eta = round((counts[JobState.QUEUED] + counts[JobState.RUNNING]) / rate, 1) if status in UNFINISHED else 0.0
+        # An ended batch's rate is over its own run (first start to last finish), so it
+        # reads the same tomorrow; a running one's is up to now.
+        end = stats.last_finished_at.timestamp() if status not in UNFINISHED and stats.last_finished_at else time.time()
+        elapsed = max(end - stats.first_started_at.timestamp(), 1e-3)
+        per_s = counts[JobState.SUCCEEDED] / elapsed
+        rate = round(per_s, 3)  # 0.0 below 0.0005/s: the ETA divides by the unrounded rate
+        eta = round((counts[JobState.QUEUED] + counts[JobState.RUNNING]) / per_s, 1) if status in UNFINISHED else 0.0
     finished = stats.last_finished_at if status not in UNFINISHED else None
     sheets = contact_sheets(batch, storage)
     return {
