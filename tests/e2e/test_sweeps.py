@@ -45,7 +45,8 @@ def _sheet_of(farm, batch_id: str) -> dict:
     def built() -> dict | None:
         b = farm.batch(batch_id)
         return b if b["contact_sheets"] is not None else None
-    return wait_until(built, 60, f"the contact sheets of batch {batch_id}", interval=0.25)
+    # built by the next sweep pass (FRESCO_SWEEP_INTERVAL_S), which a loaded machine slows
+    return wait_until(built, 180, f"the contact sheets of batch {batch_id}", interval=0.25)
 
 
 def _check_grid(sheet: np.ndarray, images: list[np.ndarray], rows: int, cols: int, labelled_rows: bool) -> None:
