@@ -17,8 +17,9 @@ What is tuned, by device:
   that fits); one render process per GPU. With FRESCO_COMPILE the registry's batch is
   kept and only warmed (a compile per candidate shape would cost minutes).
 
-Cheap: a few steps (TUNE_STEPS) per call, one warm-up and one timed call per candidate:
-seconds for the shipped model on a 2-core machine. Cached: a worker whose machine,
+Cheap: a one-step warm-up and one timed call of a few steps (TUNE_STEPS) per candidate,
+cut at BUDGET_S (its rate then comes from the steps it made): seconds for the shipped
+model on a 2-core machine. Cached: a worker whose machine,
 model and settings give the same fingerprint as a tuning recorded in the last week
 reuses its choice without measuring. FRESCO_TORCH_THREADS and FRESCO_RENDER_PROCESSES
 pin what they set; FRESCO_AUTOTUNE=0 turns all of it off (the tests' fixed settings).
@@ -30,6 +31,8 @@ import json
 import logging
 import os
 import platform
+import select
+import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -47,6 +50,7 @@ from worker.model_cache import pipeline_bytes
 log = logging.getLogger(__name__)
 
 TUNE_STEPS = 4  # steps per measured call: the ranking, not the absolute rate, is what counts
+BUDGET_S = 4.0  # per candidate's timed call, at most (plus one step)
 PROMPT = "a red circle on a blue square"
 
 
@@ -83,24 +87,42 @@ def specs(entry: ModelEntry, registry: Any, batch: int) -> list[dict]:
     return [{**spec, "seed": i} for i in range(batch)]
 
 
-def timed_call(pipe: Any, scheduler_config: dict, call: list[dict]) -> float:
+def rate(pipe: Any, scheduler_config: dict, call: list[dict], budget_s: float = 0.0) -> float:
+    """images/s of one call, from the steps it made: a call past ``budget_s`` stops at the
+    next step boundary (an oversubscribed thread count can be 30x slower: it must not hold
+    up the worker's start). Text encoding and decoding are in the time, not scaled."""
+    done = [0]
     t0 = time.perf_counter()
-    sampler.render(pipe, scheduler_config, call)
-    return time.perf_counter() - t0
+
+    def on_step(step: int, steps: int) -> bool:
+        done[0] = step
+        return time.perf_counter() - t0 > budget_s
+
+    sampler.render(pipe, scheduler_config, call, on_step=on_step)
+    elapsed = time.perf_counter() - t0
+    steps = call[0]["steps"]
+    return len(call) * (done[0] or steps) / steps / elapsed
 
 
-def measure_in_process(pipe: Any, scheduler_config: dict, call: list[dict], threads: int | None = None) -> float:
-    """images/s of one call in this process (after a warm-up call)."""
+def measure(pipe: Any, scheduler_config: dict, call: list[dict], budget_s: float) -> float:
+    """A one-step warm-up, then one call of at most ``budget_s``."""
+    rate(pipe, scheduler_config, call)  # budget 0: stops after its first step
+    return rate(pipe, scheduler_config, call, budget_s)
+
+
+def measure_in_process(pipe: Any, scheduler_config: dict, call: list[dict], threads: int | None = None,
+                       budget_s: float = BUDGET_S) -> float:
+    """images/s of one call in this process."""
     if threads is not None:
         torch.set_num_threads(threads)
-    timed_call(pipe, scheduler_config, call)
-    return len(call) / timed_call(pipe, scheduler_config, call)
+    return measure(pipe, scheduler_config, call, budget_s)
 
 
-def measure_forked(pipe: Any, scheduler_config: dict, call: list[dict], processes: int) -> float:
+def measure_forked(pipe: Any, scheduler_config: dict, call: list[dict], processes: int,
+                   budget_s: float = BUDGET_S) -> float:
     """images/s of ``processes`` forked copies of this render process, one thread each,
     rendering at once (the weights are shared copy-on-write)."""
-    pipes = []
+    children = []
     for _ in range(processes):
         r, w = os.pipe()
         pid = os.fork()
@@ -109,22 +131,34 @@ def measure_forked(pipe: Any, scheduler_config: dict, call: list[dict], processe
             try:
                 os.close(r)
                 torch.set_num_threads(1)
-                timed_call(pipe, scheduler_config, call)
-                rate = len(call) / timed_call(pipe, scheduler_config, call)
-                os.write(w, json.dumps(rate).encode())
+                os.write(w, json.dumps(measure(pipe, scheduler_config, call, budget_s)).encode())
                 code = 0
             finally:
                 os._exit(code)
         os.close(w)
-        pipes.append((pid, r))
-    total = 0.0
-    for pid, r in pipes:
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
+        children.append((pid, r))
+    deadline = time.monotonic() + 3 * budget_s + 30  # a child that hangs is killed
+    total, failed = 0.0, None
+    for pid, r in children:
+        data = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            data += chunk
+        os.close(r)
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         if status != 0 or not data:
-            raise RuntimeError(f"a tuning process exited with status {status}")
-        total += json.loads(data)
+            failed = f"a tuning process ended with status {status}"
+        else:
+            total += json.loads(data)
+    if failed:
+        raise RuntimeError(failed)
     return total
 
 
@@ -135,7 +169,7 @@ def tune_cpu(pipe: Any, scheduler_config: dict, entry: ModelEntry, registry: Any
     cores = cpu_count()
     figures: list[dict] = []
     candidates: list[tuple[int, int]] = []  # (threads, processes)
-    thread_options = [settings.torch_threads] if settings.torch_threads else sorted({cores, 1})
+    thread_options = [settings.torch_threads] if settings.torch_threads else sorted({1, cores})
     process_options = [settings.render_processes] if settings.render_processes else [1] + [
         p for p in (2, 4, 8, 16, 32, 64) if p <= cores]
     budget = _available_memory()
