@@ -477,6 +477,20 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
     modes["eager"] = run_mode("eager", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size, steps)),
                               batches, device, args.min_calls, args.min_images, deadline)
     out["modes"] = modes
+    # What compiling the VAE decoder could win at most: its share of an eager call.
+    latents = torch.randn(b, 4, size // 8, size // 8, device=device, dtype=pipe.vae.dtype)
+    with torch.inference_mode():
+        for _ in range(2):
+            sync(device)
+            t0 = time.perf_counter()
+            pipe.vae.decode(latents / pipe.vae.config.scaling_factor)
+            sync(device)
+            out["vae_decode_s"] = time.perf_counter() - t0
+    eager_call = modes.get("eager", {}).get(b, {}).get("s_per_call")
+    if eager_call:
+        out["vae_decode_share"] = out["vae_decode_s"] / eager_call
+    log(f"  VAE decode of {b} latents: {out['vae_decode_s']:.3f} s"
+        + (f" ({out['vae_decode_share']:.1%} of an eager call)" if eager_call else ""))
     if time.perf_counter() < deadline:
         k = b // 2
         seeds = [SEED + 2000 + i for i in range(b)]

@@ -15,6 +15,7 @@
 #                    same-seed tolerance
 #   3. sd15-warm     a new process on the cache stage 2 filled: start to first image
 #   4. sdxl-eager    SDXL arch 1024², B=1,4: bare vs engine vs engine with pipelined stores
+#   5. sd15-compile-cl  stage 2 with a channels_last UNet (only if the time is left)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-session}
@@ -52,7 +53,7 @@ stage() {  # stage NAME LIMIT_S NEEDS_S ARGS...
     timeout -k 5 "$limit" "$PY" bench/gpu.py --t0 "$(date +%s.%N)" --json "$OUT/$name.json" "$@" $EXTRA \
         > "$OUT/$name.txt" 2>&1
     echo "   rc=$? at $(elapsed) s"
-    grep -E '^\| |start to first|tolerance|determinism' "$OUT/$name.txt" || tail -5 "$OUT/$name.txt"
+    grep -E '^\| |start to first|tolerance|determinism|VAE decode' "$OUT/$name.txt" || tail -5 "$OUT/$name.txt"
 }
 
 CACHE=/tmp/fresco-inductor
@@ -63,4 +64,7 @@ stage sd15-compile 200 120 --arch sd15 --compile-session --batches 16 --min-call
 stage sd15-warm 80 40 --arch sd15 --compile-session --first-only --batches 16 --cache-dir "$CACHE"
 stage sdxl-eager 110 60 --arch sdxl --batches 4,1 --modes bare,engine,pipelined --min-calls 2 --min-images 4 \
     --no-det --max-seconds 80
+# channels_last with compile (cold again: another cache), if the time is there
+stage sd15-compile-cl 200 150 --arch sd15 --compile-session --channels-last --batches 16 --min-calls 3 \
+    --min-images 16 --cache-dir "$CACHE-cl" --max-seconds 170
 echo "session done in $(elapsed) s"

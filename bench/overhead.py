@@ -59,7 +59,7 @@ def where_time_goes(timings: list[dict], wall_per_image: float) -> dict:
 def tuned_vs_defaults(args: argparse.Namespace) -> None:
     from support.waiting import wait_until
 
-    name, store = setup_environment("overhead-tuned")
+    name, store = setup_environment("overhead_tuned")
     try:
         from fresco.registry import get_registry
         from support.farm import Farm

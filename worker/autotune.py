@@ -296,6 +296,18 @@ def apply(engine: Any, entry: ModelEntry, choice: Choice, first: bool) -> None:
         request_render_processes(choice.render_processes)
 
 
+def warm(engine: Any, entry: ModelEntry) -> None:
+    """One call at the model's default shape and batch: with FRESCO_COMPILE, its graph is
+    compiled (or loaded from the compile cache) before the worker takes jobs."""
+    try:
+        pipe, scheduler_config = engine.cache.get(entry)
+        t0 = time.perf_counter()
+        sampler.render(pipe, scheduler_config, specs(entry, engine.registry, engine.res.batch_size(entry)))
+        log.info("warmed %s at batch %d in %.1f s", entry.id, engine.res.batch_size(entry), time.perf_counter() - t0)
+    except Exception as e:  # its first job compiles it then
+        log.warning("warming %s failed: %s", entry.id, e)
+
+
 def pool_request_path(parent_pid: int) -> Path:
     """Where a render process asks its worker's main process for more render processes
     (read by worker/signals.py, which grows Celery's pool)."""

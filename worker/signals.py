@@ -164,9 +164,16 @@ def _flush_stores(**_: object) -> None:
 
 
 def tune_preloaded(engine: Any, settings: Any) -> None:
+    from worker.autotune import apply, tune, warm
+
     if not settings.autotune:
+        # Still compile the default shape of each preloaded model now, not on a job.
+        if settings.compile and engine.res.device == "cuda":
+            for model_id in settings.preload:
+                entry = engine.registry.get(model_id)
+                if entry is not None:
+                    warm(engine, entry)
         return
-    from worker.autotune import apply, tune
 
     first = True
     for model_id in settings.preload:
