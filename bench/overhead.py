@@ -84,8 +84,9 @@ def tuned_vs_defaults(args: argparse.Namespace) -> None:
                         chosen = rows[0]
                         if chosen["render_processes"] > 1:
                             wait_until(lambda: "growing the pool" in w.log.read_text(), 120, "the pool to grow")
+                    # warm every render process (a grown one loads the model on its first unit)
                     warm = farm.submit([{"prompt": "warm-up", "seed": i} for i in range(2 * entry.batch_size("cpu"))],
-                                       defaults={"model": model, "steps": 2})
+                                       defaults={"model": model, "steps": 1})
                     farm.wait_batch(warm["id"], 600)
                     runs[kind].append(farm_run(farm, model, args.images, args.steps))
                     w.stop(signal.SIGTERM, timeout=60)
