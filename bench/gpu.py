@@ -298,7 +298,10 @@ class LocalStore:
             key = f"bench/store/{self.n % 64}.png"  # tenant/batch/job.ext, as result keys are
             data, content_type = encode(pixels, "png")
             self.storage.put(key, data, content_type)
-            store_thumbnail(self.storage, key, data)
+            try:  # as worker/record.py: a thumbnail that fails costs the image nothing
+                store_thumbnail(self.storage, key, data)
+            except (OSError, ValueError) as e:
+                log(f"  thumbnail not stored: {e}")
 
 
 def store_call(pipe: Any, scheduler_config: dict, batch: int, size: int, steps: int, store: LocalStore,
