@@ -1,25 +1,31 @@
 """GPU throughput of the farm's sampling engine against a bare diffusers loop.
 
-Builds a Stable Diffusion 1.5-architecture pipeline (UNet2DConditionModel, AutoencoderKL,
-CLIPTextModel, CLIPTokenizer, DDIM) with seeded random weights from configs written
-below, so no download is needed and the FLOPs are those of the real model. It renders
-512x512, 25 DDIM steps, classifier-free guidance 7.5, fp16, batch 1/4/8/16, in three
-ways on the same pipeline object in the same process:
+Builds a Stable Diffusion 1.5-architecture pipeline (or, with ``--arch sdxl``, SDXL's)
+with seeded random weights from the published configs written below, so no download is
+needed and the FLOPs are those of the real model. It renders 512x512 (SDXL 1024x1024),
+25 DDIM steps, classifier-free guidance 7.5, fp16, in these ways on the same pipeline
+object in the same process, batch size by batch size:
 
-  bare       ``pipe(prompt=[...], ...)`` on the pipeline as built (stock diffusers)
-  engine     ``worker.sampler.render`` after ``worker.device.prepare_pipeline``
-             (what a worker runs: channels_last UNet, optional torch.compile, a fresh
-             scheduler per call, one CPU generator per image, a step callback)
-  bare+prep  ``pipe(...)`` on the prepared pipeline: isolates the sampler's own cost
+  bare       ``pipe(prompt=[...], ...)`` (stock diffusers)
+  engine     ``worker.sampler.render`` after ``worker.device.prepare_pipeline`` (a
+             fresh scheduler per call, one CPU generator per image, a step callback)
+  store      the engine, then each image encoded and stored (PNG + thumbnail into a
+             local file:// store) one call after the other, as a CPU worker does
+  pipelined  the same stores on the worker's store thread (worker/store_queue.py) while
+             the next call samples, as a CUDA worker does
 
-and reports images/s, engine/bare, the batching gain (images/s at B over B=1), and
-the fraction of the FLOP roofline, against the device's fp16 matmul rate measured in
-the same run. It also measures how far GPU batching moves an image: one seed rendered
-alone and inside a batch of 8.
+and reports images/s, the ratio to bare, the fraction of the FLOP roofline (against the
+device's fp16 matmul rate measured in the same run), seconds per call and peak memory,
+and how far GPU batching moves an image (one seed alone and inside a batch).
+``--compile-session`` instead compiles the UNet through FRESCO_COMPILE's path and times
+process start to first image (cold or on a filled ``--cache-dir``), compiled vs eager,
+the VAE decoder's share of a call and the same-seed tolerance.
 
-    python3 bench/gpu.py                         # CUDA, a few minutes on an H100
-    python3 bench/gpu.py --compile               # also torch.compile the UNet
-    python3 bench/gpu.py --device cpu --tiny     # seconds-long smoke test of the code path
+    python3 bench/gpu.py                              # SD 1.5, B=1,8,16, a few minutes
+    python3 bench/gpu.py --arch sdxl                  # SDXL, B=1,4
+    python3 bench/gpu.py --compile-session --batches 16 --cache-dir /models/inductor
+    python3 bench/gpu.py --device cpu --tiny          # seconds-long smoke test of the code path
+    bash bench/gpu_session.sh                         # every GPU measurement of issue 10
 
 Needs torch, transformers, diffusers, numpy, pydantic and pydantic-settings (see
 bench/wheels.sh for a GPU machine without a package index). Prints a markdown table and
