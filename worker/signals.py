@@ -129,7 +129,12 @@ def _init_render_process(**_: object) -> None:
     engine = get_engine()
     settings = get_settings()
     # A render process that replaces a dead one is not ready until its own preload is done.
-    remove(settings.ready_file)
+    # One the tuning added to a ready pool (worker/autotune.py) leaves readiness alone:
+    # the others serve meanwhile.
+    from worker.autotune import pool_request_path
+
+    if not pool_request_path(os.getppid()).exists():
+        remove(settings.ready_file)
     loaded = True
     for model_id in settings.preload:
         entry = engine.registry.get(model_id)
