@@ -1,25 +1,31 @@
 """GPU throughput of the farm's sampling engine against a bare diffusers loop.
 
-Builds a Stable Diffusion 1.5-architecture pipeline (UNet2DConditionModel, AutoencoderKL,
-CLIPTextModel, CLIPTokenizer, DDIM) with seeded random weights from configs written
-below, so no download is needed and the FLOPs are those of the real model. It renders
-512x512, 25 DDIM steps, classifier-free guidance 7.5, fp16, batch 1/4/8/16, in three
-ways on the same pipeline object in the same process:
+Builds a Stable Diffusion 1.5-architecture pipeline (or, with ``--arch sdxl``, SDXL's)
+with seeded random weights from the published configs written below, so no download is
+needed and the FLOPs are those of the real model. It renders 512x512 (SDXL 1024x1024),
+25 DDIM steps, classifier-free guidance 7.5, fp16, in these ways on the same pipeline
+object in the same process, batch size by batch size:
 
-  bare       ``pipe(prompt=[...], ...)`` on the pipeline as built (stock diffusers)
-  engine     ``worker.sampler.render`` after ``worker.device.prepare_pipeline``
-             (what a worker runs: channels_last UNet, optional torch.compile, a fresh
-             scheduler per call, one CPU generator per image, a step callback)
-  bare+prep  ``pipe(...)`` on the prepared pipeline: isolates the sampler's own cost
+  bare       ``pipe(prompt=[...], ...)`` (stock diffusers)
+  engine     ``worker.sampler.render`` after ``worker.device.prepare_pipeline`` (a
+             fresh scheduler per call, one CPU generator per image, a step callback)
+  store      the engine, then each image encoded and stored (PNG + thumbnail into a
+             local file:// store) one call after the other, as a CPU worker does
+  pipelined  the same stores on the worker's store thread (worker/store_queue.py) while
+             the next call samples, as a CUDA worker does
 
-and reports images/s, engine/bare, the batching gain (images/s at B over B=1), and
-the fraction of the FLOP roofline, against the device's fp16 matmul rate measured in
-the same run. It also measures how far GPU batching moves an image: one seed rendered
-alone and inside a batch of 8.
+and reports images/s, the ratio to bare, the fraction of the FLOP roofline (against the
+device's fp16 matmul rate measured in the same run), seconds per call and peak memory,
+and how far GPU batching moves an image (one seed alone and inside a batch).
+``--compile-session`` instead compiles the UNet through FRESCO_COMPILE's path and times
+process start to first image (cold or on a filled ``--cache-dir``), compiled vs eager,
+the VAE decoder's share of a call and the same-seed tolerance.
 
-    python3 bench/gpu.py                         # CUDA, a few minutes on an H100
-    python3 bench/gpu.py --compile               # also torch.compile the UNet
-    python3 bench/gpu.py --device cpu --tiny     # seconds-long smoke test of the code path
+    python3 bench/gpu.py                              # SD 1.5, B=1,8,16, a few minutes
+    python3 bench/gpu.py --arch sdxl                  # SDXL, B=1,4
+    python3 bench/gpu.py --compile-session --batches 16 --cache-dir /models/inductor
+    python3 bench/gpu.py --device cpu --tiny          # seconds-long smoke test of the code path
+    bash bench/gpu_session.sh                         # every GPU measurement of issue 10
 
 Needs torch, transformers, diffusers, numpy, pydantic and pydantic-settings (see
 bench/wheels.sh for a GPU machine without a package index). Prints a markdown table and
@@ -86,8 +92,11 @@ def make_tokenizer() -> Any:
     return tokenizer
 
 
-def build_pipeline(tiny: bool, device: str, dtype: torch.dtype) -> Any:
-    """SD 1.5's published configs (or tiny ones), seeded random weights, built on the device."""
+def build_pipeline(tiny: bool, device: str, dtype: torch.dtype, arch: str = "sd15") -> Any:
+    """SD 1.5's or SDXL's published configs (or tiny ones), seeded random weights, built
+    on the device."""
+    if arch == "sdxl":
+        return build_sdxl(tiny, device, dtype)
     import diffusers
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -137,6 +146,69 @@ def build_pipeline(tiny: bool, device: str, dtype: torch.dtype) -> Any:
     return pipe
 
 
+def build_sdxl(tiny: bool, device: str, dtype: torch.dtype) -> Any:
+    """SDXL base 1.0's published configs (unet/config.json, vae, text_encoder and
+    text_encoder_2 of stabilityai/stable-diffusion-xl-base-1.0), seeded random weights."""
+    import diffusers
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = make_tokenizer()
+    if tiny:
+        unet_kw = dict(sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                       up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 2),
+                       attention_head_dim=(2, 4), cross_attention_dim=64, addition_time_embed_dim=8,
+                       projection_class_embeddings_input_dim=80)
+        vae_kw = dict(block_out_channels=(32, 64), sample_size=64, down_block_types=("DownEncoderBlock2D",) * 2,
+                      up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1)
+        text1 = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
+        text2 = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                     projection_dim=32)
+    else:
+        unet_kw = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+                       down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                       up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                       transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+                       cross_attention_dim=2048, addition_time_embed_dim=256,
+                       projection_class_embeddings_input_dim=2816)
+        vae_kw = dict(block_out_channels=(128, 256, 512, 512), sample_size=1024,
+                      down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                      layers_per_block=2, scaling_factor=0.13025)
+        text1 = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                     hidden_act="quick_gelu")
+        text2 = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+                     projection_dim=1280, hidden_act="gelu")
+    common = dict(vocab_size=49408, max_position_embeddings=77, layer_norm_eps=1e-5,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+    with torch.device(device):
+        torch.manual_seed(SEED)
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, norm_num_groups=32, use_linear_projection=True,
+                                    addition_embed_type="text_time", **unet_kw)
+        torch.manual_seed(SEED + 1)
+        # force_upcast off: the fp16 decode (SDXL's fp16-fix VAE); random weights anyway.
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
+                            force_upcast=False, **vae_kw)
+        torch.manual_seed(SEED + 2)
+        te1 = CLIPTextModel(CLIPTextConfig(**common, **text1))
+        torch.manual_seed(SEED + 3)
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**common, **text2))
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()
+    for m in (unet, vae, te1, te2):
+        m.to(device=device, dtype=dtype).eval()
+    diffusers.utils.logging.set_verbosity(verbosity)
+    # DDIM, as in the SD 1.5 runs (the engine builds the spec's scheduler from this config).
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+                                     force_zeros_for_empty_prompt=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def count_flops(pipe: Any, device: str, dtype: torch.dtype) -> tuple[float, float]:
     """FLOPs of one UNet forward and one VAE decode for one image (no CFG), counted by
     torch's FlopCounterMode."""
@@ -146,9 +218,15 @@ def count_flops(pipe: Any, device: str, dtype: torch.dtype) -> tuple[float, floa
     size = unet.config.sample_size
     g = torch.Generator("cpu").manual_seed(0)
     sample = torch.randn(1, 4, size, size, generator=g).to(device, dtype)
-    context = torch.randn(1, 77, pipe.text_encoder.config.hidden_size, generator=g).to(device, dtype)
+    context = torch.randn(1, 77, unet.config.cross_attention_dim, generator=g).to(device, dtype)
+    extra = {}
+    if unet.config.addition_embed_type == "text_time":  # SDXL: pooled text and size ids
+        pooled = pipe.text_encoder_2.config.projection_dim
+        extra["added_cond_kwargs"] = {"text_embeds": torch.randn(1, pooled, generator=g).to(device, dtype),
+                                      "time_ids": torch.tensor([[1024, 1024, 0, 0, 1024, 1024]], device=device,
+                                                               dtype=dtype)}
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        unet(sample, torch.tensor(500, device=device), encoder_hidden_states=context)
+        unet(sample, torch.tensor(500, device=device), encoder_hidden_states=context, **extra)
     unet_flops = float(counter.get_total_flops())
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         pipe.vae.decode(sample)
@@ -205,6 +283,42 @@ def engine_call(pipe: Any, scheduler_config: dict, batch: int, size: int, steps:
     return sampler.render(pipe, scheduler_config, specs_for(batch, size, steps), on_step=lambda i, n: False)
 
 
+class LocalStore:
+    """What the worker does with a call's images after sampling, against a local folder:
+    encode each (PNG, worker/encoding.py), put it (fresco.storage's file:// backend) and
+    its gallery thumbnail (fresco/thumbnails.py). Postgres records are not included."""
+
+    def __init__(self, root: Path) -> None:
+        from fresco.settings import Settings
+        from fresco.storage import open_storage
+
+        self.storage = open_storage(Settings(storage_url=f"file://{root}"))
+        self.n = 0
+
+    def store(self, images: np.ndarray) -> None:
+        from fresco.thumbnails import store_thumbnail
+        from worker.encoding import encode
+
+        for pixels in images:
+            self.n += 1
+            key = f"bench/store/{self.n % 64}.png"  # tenant/batch/job.ext, as result keys are
+            data, content_type = encode(pixels, "png")
+            self.storage.put(key, data, content_type)
+            try:  # as worker/record.py: a thumbnail that fails costs the image nothing
+                store_thumbnail(self.storage, key, data)
+            except (OSError, ValueError) as e:
+                log(f"  thumbnail not stored: {e}")
+
+
+def store_call(pipe: Any, scheduler_config: dict, batch: int, size: int, steps: int, store: LocalStore,
+               queue: Any) -> np.ndarray:
+    """An engine call, then its images stored: inline (serial) or on the worker's store
+    thread (worker/store_queue.py) while the next call samples (pipelined)."""
+    images = engine_call(pipe, scheduler_config, batch, size, steps)
+    queue.submit(lambda: store.store(images))
+    return images
+
+
 def bare_call(pipe: Any, batch: int, size: int, steps: int, device: str) -> np.ndarray:
     out = pipe(prompt=[PROMPTS[i % len(PROMPTS)] for i in range(batch)], width=size, height=size,
                num_inference_steps=steps, guidance_scale=GUIDANCE, output_type="np",
@@ -212,14 +326,19 @@ def bare_call(pipe: Any, batch: int, size: int, steps: int, device: str) -> np.n
     return np.asarray(out.images)
 
 
-def measure(call: Callable[[], np.ndarray], batch: int, device: str, min_calls: int, min_images: int) -> dict:
-    """One warm-up call, then max(min_calls, ceil(min_images / batch)) timed calls."""
+def measure(call: Callable[[], np.ndarray], batch: int, device: str, min_calls: int, min_images: int,
+            finish: Callable[[], None] | None = None) -> dict:
+    """One warm-up call, then max(min_calls, ceil(min_images / batch)) timed calls.
+    ``finish``: what ends the run (the pipelined stores still in flight), timed with the
+    last call."""
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     sync(device)
     t0 = time.perf_counter()
     images = call()
     sync(device)
+    if finish is not None:
+        finish()
     warmup_s = time.perf_counter() - t0
     finite = bool(np.isfinite(images).all()) if images.dtype.kind == "f" else None
     calls = max(min_calls, math.ceil(min_images / batch))
@@ -230,6 +349,10 @@ def measure(call: Callable[[], np.ndarray], batch: int, device: str, min_calls: 
         call()
         sync(device)
         times.append(time.perf_counter() - t0)
+    if finish is not None:
+        t0 = time.perf_counter()
+        finish()
+        times[-1] += time.perf_counter() - t0
     total = sum(times)
     row = {"batch": batch, "calls": calls, "images": calls * batch, "seconds": total,
            "images_per_s": calls * batch / total, "s_per_call": total / calls,
@@ -241,29 +364,30 @@ def measure(call: Callable[[], np.ndarray], batch: int, device: str, min_calls: 
 
 
 def run_mode(name: str, make_call: Callable[[int], Callable[[], np.ndarray]], batches: list[int], device: str,
-             min_calls: int, min_images: int, deadline: float) -> dict[int, dict]:
+             min_calls: int, min_images: int, deadline: float,
+             finish: Callable[[], None] | None = None) -> dict[int, dict]:
     rows: dict[int, dict] = {}
     for b in batches:
         if time.perf_counter() > deadline:
-            log(f"  {name:9s} B={b:<3d} skipped: past --max-seconds")
+            log(f"  {name:10s} B={b:<3d} skipped: past --max-seconds")
             rows[b] = {"batch": b, "skipped": "time"}
             continue
         try:
-            row = measure(make_call(b), b, device, min_calls, min_images)
+            row = measure(make_call(b), b, device, min_calls, min_images, finish)
         except torch.OutOfMemoryError as e:
-            log(f"  {name:9s} B={b:<3d} out of memory: {e}".splitlines()[0])
+            log(f"  {name:10s} B={b:<3d} out of memory: {e}".splitlines()[0])
             rows[b] = {"batch": b, "error": "out of memory"}
             if device == "cuda":
                 torch.cuda.empty_cache()
             continue
         except Exception as e:  # one broken measurement must not lose the others
-            log(f"  {name:9s} B={b:<3d} failed: {type(e).__name__}: {e}".splitlines()[0])
+            log(f"  {name:10s} B={b:<3d} failed: {type(e).__name__}: {e}".splitlines()[0])
             rows[b] = {"batch": b, "error": f"{type(e).__name__}: {e}"[:500]}
             continue
         rows[b] = row
         mem = f", peak {row['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in row else ""
         mem += ", NOT FINITE: the random weights overflow" if row["finite"] is False else ""
-        log(f"  {name:9s} B={b:<3d} {row['images_per_s']:8.3f} img/s  ({row['calls']} calls, "
+        log(f"  {name:10s} B={b:<3d} {row['images_per_s']:8.3f} img/s  ({row['calls']} calls, "
             f"{row['s_per_call']:.3f} s/call, warm-up {row['warmup_s']:.2f} s{mem})")
     return rows
 
@@ -301,58 +425,135 @@ def fmt(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def table(result: dict) -> str:
-    batches = result["config"]["batches"]
-    modes = result["modes"]
-    ups = {m: {b: r.get("images_per_s") for b, r in rows.items()} for m, rows in modes.items()}
-    fl = result["roofline"]["flops_per_image"]
-    peak = result["matmul"]["flops_per_s"]
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return a / b if a and b else None
-
-    def frac(ips: float | None) -> float | None:
-        return ips * fl / peak if ips else None
-
-    has_prep = "bare+prep" in modes
-    head = ["B", "bare img/s", "engine img/s", "engine/bare"]
-    if has_prep:
-        head += ["bare+prep img/s", "engine/bare+prep"]
-    head += ["gain bare (×B=1)", "gain engine (×B=1)", "roofline bare", "roofline engine", "engine s/call",
-             "peak GiB"]
+def table(modes: dict[str, dict[int, dict]], batches: list[int], base: str = "bare") -> str:
+    """One row per batch size and mode: images/s, its ratio to ``base`` at the same B,
+    the roofline fraction, seconds per call and peak memory."""
+    head = ["B", "mode", "img/s", f"/ {base}", "roofline", "s/call", "warm-up s", "peak GiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    b1 = batches[0]
     for b in batches:
-        bare, eng = ups["bare"].get(b), ups["engine"].get(b)
-        cells = [str(b), fmt(bare, ".3f"), fmt(eng, ".3f"), fmt(ratio(eng, bare), ".3f")]
-        if has_prep:
-            prep = ups["bare+prep"].get(b)
-            cells += [fmt(prep, ".3f"), fmt(ratio(eng, prep), ".3f")]
-        erow = modes["engine"].get(b, {})
-        cells += [fmt(ratio(bare, ups["bare"].get(b1)), ".2f"), fmt(ratio(eng, ups["engine"].get(b1)), ".2f"),
-                  fmt(frac(bare), ".1%"), fmt(frac(eng), ".1%"), fmt(erow.get("s_per_call"), ".3f"),
-                  fmt(erow.get("peak_mem_gib"), ".1f")]
-        lines.append("| " + " | ".join(cells) + " |")
+        ref = modes.get(base, {}).get(b, {}).get("images_per_s")
+        for name, rows in modes.items():
+            r = rows.get(b)
+            if r is None:
+                continue
+            ips = r.get("images_per_s")
+            cells = [str(b), name, fmt(ips, ".3f"), fmt(ips / ref if ips and ref else None, ".3f"),
+                     fmt(r.get("roofline_fraction"), ".1%"), fmt(r.get("s_per_call"), ".3f"),
+                     fmt(r.get("warmup_s"), ".1f"), fmt(r.get("peak_mem_gib"), ".1f")]
+            if ips is None:
+                cells[2] = r.get("error", r.get("skipped", "—"))[:40]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def tolerance(a: np.ndarray, b: np.ndarray) -> dict:
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return {"max_abs_diff": int(d.max()), "mean_abs_diff": float(d.mean()), "frac_differ": float((d > 0).mean())}
+
+
+def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int, steps: int, batches: list[int],
+                    deadline: float, started_wall: float) -> dict:
+    """torch.compile the UNet through worker.device.prepare_pipeline (per-shape graphs,
+    cache in --cache-dir): time from process start to the first image, then compiled
+    against eager images/s in the same process, and the same-seed tolerance."""
+    from fresco.settings import Settings
+    from worker import sampler
+    from worker.device import prepare_pipeline
+
+    eager_unet = pipe.unet
+    settings = Settings(compile=True, compile_mode=args.compile_mode, compile_cache_dir=args.cache_dir,
+                        channels_last=args.channels_last)
+    pipe = prepare_pipeline(pipe, device, settings)
+    compiled_unet = pipe.unet
+    scheduler_config = dict(pipe.scheduler.config)
+    b = batches[-1]
+    t0 = time.perf_counter()
+    engine_call(pipe, scheduler_config, b, size, steps)
+    sync(device)
+    first_call_s = time.perf_counter() - t0
+    first_image_s = time.time() - started_wall
+    log(f"\n## compiled: first call at B={b} took {first_call_s:.1f} s (compile included); "
+        f"process start to first image {first_image_s:.1f} s (cache {args.cache_dir}, mode {args.compile_mode})")
+    out: dict = {"first_call_s": first_call_s, "start_to_first_image_s": first_image_s, "batch": b,
+                 "cache_dir": str(args.cache_dir), "compile_mode": args.compile_mode,
+                 "channels_last": args.channels_last}
+    if args.first_only:
+        return out
+    modes: dict[str, dict[int, dict]] = {}
+    modes["compiled"] = run_mode("compiled", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size, steps)),
+                                 batches, device, args.min_calls, args.min_images, deadline)
+    pipe.unet = eager_unet
+    modes["eager"] = run_mode("eager", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size, steps)),
+                              batches, device, args.min_calls, args.min_images, deadline)
+    out["modes"] = modes
+    # What compiling the VAE decoder could win at most: its share of an eager call.
+    latents = torch.randn(b, 4, size // 8, size // 8, device=device, dtype=pipe.vae.dtype)
+    with torch.inference_mode():
+        for _ in range(2):
+            sync(device)
+            t0 = time.perf_counter()
+            pipe.vae.decode(latents / pipe.vae.config.scaling_factor)
+            sync(device)
+            out["vae_decode_s"] = time.perf_counter() - t0
+    eager_call = modes.get("eager", {}).get(b, {}).get("s_per_call")
+    if eager_call:
+        out["vae_decode_share"] = out["vae_decode_s"] / eager_call
+    log(f"  VAE decode of {b} latents: {out['vae_decode_s']:.3f} s"
+        + (f" ({out['vae_decode_share']:.1%} of an eager call)" if eager_call else ""))
+    if time.perf_counter() < deadline:
+        k = b // 2
+        seeds = [SEED + 2000 + i for i in range(b)]
+        specs = specs_for(b, size, steps, seeds)
+        eager_batched = sampler.render(pipe, scheduler_config, specs)[k]
+        eager_alone = sampler.render(pipe, scheduler_config, [specs[k]])[0]
+        pipe.unet = compiled_unet
+        compiled_batched = sampler.render(pipe, scheduler_config, specs)[k]
+        pipe.unet = eager_unet
+        out["tolerance"] = {"seed": seeds[k], "position": k, "batch": b,
+                            "compiled_batched_vs_eager_alone": tolerance(compiled_batched, eager_alone),
+                            "compiled_batched_vs_eager_batched": tolerance(compiled_batched, eager_batched),
+                            "eager_batched_vs_eager_alone": tolerance(eager_batched, eager_alone)}
+        for name, t in out["tolerance"].items():
+            if isinstance(t, dict):
+                log(f"  tolerance {name}: max |diff| {t['max_abs_diff']}/255, mean {t['mean_abs_diff']:.4f}, "
+                    f"{t['frac_differ']:.2%} of values differ")
+    return out
+
+
 def main() -> None:
+    started_wall = time.time()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--arch", default="sd15", choices=("sd15", "sdxl"),
+                        help="SD 1.5 at 512x512 (default) or SDXL at 1024x1024")
     parser.add_argument("--tiny", action="store_true", help="tiny configs, 64x64, 4 steps, batch 1/2, fp32")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the UNet through Settings(compile=True) in prepare_pipeline")
-    parser.add_argument("--batches", default=None, help="comma-separated (default 1,4,8,16; tiny 1,2)")
+    parser.add_argument("--modes", default="bare,engine,store,pipelined",
+                        help="bare: pipe(...) as built; engine: worker.sampler.render; store: engine then encode "
+                             "and store each image to a local folder, serially; pipelined: the same with the "
+                             "stores on the worker's store thread beside the next call; bare+prep: pipe(...) "
+                             "on the prepared pipeline")
+    parser.add_argument("--compile-session", action="store_true",
+                        help="instead: torch.compile the UNet (FRESCO_COMPILE's path), time start to first "
+                             "image, compiled vs eager, same-seed tolerance")
+    parser.add_argument("--first-only", action="store_true", help="with --compile-session: stop at the first image")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="compile cache (FRESCO_COMPILE_CACHE_DIR)")
+    parser.add_argument("--compile-mode", default="default")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last UNet (FRESCO_CHANNELS_LAST)")
+    parser.add_argument("--t0", type=float, default=None,
+                        help="wall-clock time (epoch s) the process was started, for start-to-first-image")
+    parser.add_argument("--batches", default=None, help="comma-separated (default sd15 1,8,16; sdxl 1,4; tiny 1,2)")
     parser.add_argument("--steps", type=int, default=None, help="default 25 (tiny 4)")
     parser.add_argument("--min-calls", type=int, default=3, help="timed calls per batch size, at least")
     parser.add_argument("--min-images", type=int, default=8, help="timed images per batch size, at least")
     parser.add_argument("--det-batch", type=int, default=None, help="batch for the determinism check (8; tiny 2)")
-    parser.add_argument("--no-bare-prep", action="store_true", help="skip the bare loop on the prepared pipeline")
+    parser.add_argument("--no-det", action="store_true", help="skip the determinism check")
     parser.add_argument("--max-seconds", type=float, default=480.0,
                         help="skip measurements that would start after this many seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (cpu; default 1 with --tiny)")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "results" / "gpu.json")
     args = parser.parse_args()
+    if args.t0 is not None:
+        started_wall = args.t0
 
     started = time.perf_counter()
     deadline = started + args.max_seconds
@@ -362,16 +563,20 @@ def main() -> None:
     if device == "cpu":
         torch.set_num_threads(args.threads or (1 if args.tiny else os.cpu_count() or 1))
     dtype = torch.float16 if device == "cuda" else torch.float32
-    batches = [int(b) for b in (args.batches or ("1,2" if args.tiny else "1,4,8,16")).split(",")]
+    sdxl = args.arch == "sdxl"
+    default_batches = "1,2" if args.tiny else ("1,4" if sdxl else "1,8,16")
+    batches = [int(b) for b in (args.batches or default_batches).split(",")]
     steps = args.steps or (4 if args.tiny else 25)
-    size = 64 if args.tiny else 512
-    det_batch = args.det_batch or (2 if args.tiny else 8)
+    size = 64 if args.tiny else (1024 if sdxl else 512)
+    det_batch = args.det_batch or (2 if args.tiny else (4 if sdxl else 8))
+    modes_wanted = [m for m in args.modes.split(",") if m]
 
     import diffusers
     import transformers
 
     from fresco.settings import Settings
     from worker.device import prepare_pipeline
+    from worker.store_queue import StoreQueue
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
@@ -380,96 +585,110 @@ def main() -> None:
             "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "cuda": torch.version.cuda, "diffusers": diffusers.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "commit": git_commit(), "torch_threads": torch.get_num_threads()}
-    log("# Fresco GPU benchmark")
+            "commit": git_commit(), "torch_threads": torch.get_num_threads(),
+            "sdpa_flash": torch.backends.cuda.flash_sdp_enabled() if device == "cuda" else None}
+    log("# Fresco GPU benchmark" + (" (compile session)" if args.compile_session else ""))
     for k, v in meta.items():
         log(f"- {k}: {v}")
-    log(f"- model: {'tiny SD-architecture' if args.tiny else 'SD 1.5 architecture'}, random weights, "
+    arch_name = "SDXL architecture" if sdxl else "SD 1.5 architecture"
+    log(f"- model: {'tiny ' if args.tiny else ''}{arch_name}, random weights, "
         f"{size}x{size}, {steps} DDIM steps, CFG {GUIDANCE}, {str(dtype).removeprefix('torch.')}, "
-        f"batches {batches}, compile={args.compile}")
+        f"batches {batches}")
 
     mm = matmul_rate(device, dtype, 8192 if device == "cuda" else 512)
     log(f"- matmul {mm['n']}^3 {mm['dtype']}: {tflop(mm['flops_per_s'])}/s")
 
     t0 = time.perf_counter()
-    pipe = build_pipeline(args.tiny, device, dtype)
+    pipe = build_pipeline(args.tiny, device, dtype, args.arch)
     sync(device)
     build_s = time.perf_counter() - t0
-    params = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in ("unet", "vae", "text_encoder")}
+    parts = [n for n in ("unet", "vae", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
+    params = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in parts}
     log(f"- built in {build_s:.1f} s; parameters: " + ", ".join(f"{n} {v / 1e6:.1f} M" for n, v in params.items()))
 
-    counted, vae_flops = count_flops(pipe, device, dtype)
-    unet_flops = counted if args.tiny else SD15_UNET_FLOPS
+    unet_flops, vae_flops = count_flops(pipe, device, dtype)
+    counted = unet_flops
+    if not args.tiny and not sdxl:
+        unet_flops = SD15_UNET_FLOPS
     flops_per_image = steps * 2 * unet_flops
     log(f"- UNet FLOPs per forward per image: counted {tflop(counted)} (FlopCounterMode), "
-        f"used {tflop(unet_flops)}{'' if args.tiny else ' (nominal SD 1.5 at 512x512)'}; "
-        f"VAE decode per image {tflop(vae_flops)} (not in the roofline)")
+        f"used {tflop(unet_flops)}; VAE decode per image {tflop(vae_flops)} (not in the roofline)")
     log(f"- {FORMULA}: per image {steps} x 2 x {tflop(unet_flops)} = {tflop(flops_per_image)}")
-    log(f"- bare calls use one {device} generator; engine calls one CPU generator per image (the farm's way)")
 
-    modes: dict[str, dict[int, dict]] = {}
-    log("\n## bare diffusers loop, pipeline as built")
-    modes["bare"] = run_mode("bare", lambda b: (lambda: bare_call(pipe, b, size, steps, device)), batches, device,
-                             args.min_calls, args.min_images, deadline)
-
-    settings = Settings(compile=args.compile)
-    t0 = time.perf_counter()
-    pipe = prepare_pipeline(pipe, device, settings)
-    prepare_s = time.perf_counter() - t0
-    scheduler_config = dict(pipe.scheduler.config)  # as the model cache saves it at load time
-    log(f"\n## farm engine: worker.sampler.render after worker.device.prepare_pipeline "
-        f"(compile={settings.compile}, prepared in {prepare_s:.1f} s)")
-    modes["engine"] = run_mode("engine", lambda b: (lambda: engine_call(pipe, scheduler_config, b, size, steps)),
-                               batches, device, args.min_calls, args.min_images, deadline)
-    if not args.no_bare_prep:
-        log("\n## bare diffusers loop, prepared pipeline")
-        modes["bare+prep"] = run_mode("bare+prep", lambda b: (lambda: bare_call(pipe, b, size, steps, device)),
-                                      batches, device, args.min_calls, args.min_images, deadline)
-
-    det = None
-    if time.perf_counter() < deadline:
-        try:
-            det = determinism(pipe, scheduler_config, size, steps, det_batch)
-        except Exception as e:
-            log("\n## determinism: failed: " + f"{type(e).__name__}: {e}".splitlines()[0])
-            det = {"error": f"{type(e).__name__}: {e}"[:500]}
-    if det is not None and "error" not in det:
-        log(f"\n## determinism (engine): seed {det['seed']} alone vs at position {det['position']} of a batch of "
-            f"{det['batch']}: max |diff| {det['max_abs_diff_batched']} / 255, mean {det['mean_abs_diff_batched']:.4f}, "
-            f"{det['frac_pixels_differ_batched']:.2%} of values differ; alone twice: max |diff| "
-            f"{det['max_abs_diff_repeat_alone']}")
-    elif det is None:
-        log("\n## determinism: skipped (past --max-seconds)")
-
-    result = {
+    result: dict = {
         "meta": meta,
-        "config": {"tiny": args.tiny, "device": device, "dtype": str(dtype).removeprefix("torch."), "size": size,
-                   "steps": steps, "guidance_scale": GUIDANCE, "scheduler": "ddim", "batches": batches,
-                   "compile": args.compile, "min_calls": args.min_calls, "min_images": args.min_images,
-                   "parameters": params, "build_s": build_s, "prepare_s": prepare_s},
+        "config": {"tiny": args.tiny, "arch": args.arch, "device": device, "dtype": str(dtype).removeprefix("torch."),
+                   "size": size, "steps": steps, "guidance_scale": GUIDANCE, "scheduler": "ddim",
+                   "batches": batches, "min_calls": args.min_calls, "min_images": args.min_images,
+                   "parameters": params, "build_s": build_s},
         "matmul": mm,
         "roofline": {"formula": FORMULA, "unet_flops_per_forward_per_image": unet_flops,
                      "unet_flops_counted": counted, "vae_decode_flops_counted": vae_flops,
                      "flops_per_image": flops_per_image,
                      "images_per_s_at_roofline": mm["flops_per_s"] / flops_per_image},
-        "modes": {m: {str(b): r for b, r in rows.items()} for m, rows in modes.items()},
-        "determinism": det,
-        "total_s": time.perf_counter() - started,
     }
+    modes: dict[str, dict[int, dict]] = {}
+    if args.compile_session:
+        session = compile_session(args, pipe, device, size, steps, batches, deadline, started_wall)
+        modes = session.pop("modes", {})
+        result["compile"] = session
+        base = "eager"
+    else:
+        base = "bare"
+        # Eager, no channels_last: the worker's defaults, which leave the pipeline as built,
+        # so "bare" runs on the same object.
+        pipe = prepare_pipeline(pipe, device, Settings(compile=False, channels_last=False))
+        scheduler_config = dict(pipe.scheduler.config)  # as the model cache saves it at load time
+        log("\n## bare pipe(...) vs the farm's engine (worker.sampler.render after worker.device.prepare_pipeline)")
+        with tempfile.TemporaryDirectory(prefix="fresco-bench-store-") as root:
+            store = LocalStore(Path(root))
+            serial, pipelined = StoreQueue(False), StoreQueue(True)
+            calls = {
+                "bare": (lambda b: (lambda: bare_call(pipe, b, size, steps, device)), None),
+                "engine": (lambda b: (lambda: engine_call(pipe, scheduler_config, b, size, steps)), None),
+                "store": (lambda b: (lambda: store_call(pipe, scheduler_config, b, size, steps, store, serial)),
+                          serial.wait),
+                "pipelined": (lambda b: (lambda: store_call(pipe, scheduler_config, b, size, steps, store,
+                                                            pipelined)), pipelined.wait),
+            }
+            # Batch-major (every mode at one B, then the next B), so that a run that hits
+            # --max-seconds still compares the modes at the batches it reached.
+            for b in batches:
+                for name, (make_call, finish) in calls.items():
+                    if name in modes_wanted:
+                        modes.setdefault(name, {}).update(
+                            run_mode(name, make_call, [b], device, args.min_calls, args.min_images, deadline,
+                                     finish=finish))
+        if "bare+prep" in modes_wanted:
+            log("\n## bare diffusers loop, prepared pipeline")
+            modes["bare+prep"] = run_mode("bare+prep", lambda b: (lambda: bare_call(pipe, b, size, steps, device)),
+                                          batches, device, args.min_calls, args.min_images, deadline)
+        det = None
+        if not args.no_det and time.perf_counter() < deadline:
+            try:
+                det = determinism(pipe, scheduler_config, size, steps, det_batch)
+            except Exception as e:
+                det = {"error": f"{type(e).__name__}: {e}"[:500]}
+        if det is not None and "error" not in det:
+            log(f"\n## determinism (engine): seed {det['seed']} alone vs at position {det['position']} of a batch "
+                f"of {det['batch']}: max |diff| {det['max_abs_diff_batched']} / 255, mean "
+                f"{det['mean_abs_diff_batched']:.4f}, {det['frac_pixels_differ_batched']:.2%} of values differ; "
+                f"alone twice: max |diff| {det['max_abs_diff_repeat_alone']}")
+        result["determinism"] = det
+
     for m, rows in modes.items():
         for b, r in rows.items():
             if "images_per_s" in r:
                 r["roofline_fraction"] = r["images_per_s"] * flops_per_image / mm["flops_per_s"]
-                r["gain_vs_b1"] = (r["images_per_s"] / rows[batches[0]]["images_per_s"]
-                                   if "images_per_s" in rows.get(batches[0], {}) else None)
+    result["modes"] = {m: {str(b): r for b, r in rows.items()} for m, rows in modes.items()}
+    result["total_s"] = time.perf_counter() - started
     log("\n## results\n")
-    log(table({**result, "modes": modes}))
+    log(table(modes, batches, base))
     log(f"\n{FORMULA}; here {steps} x 2 x {tflop(unet_flops)} per image, measured matmul "
         f"{tflop(mm['flops_per_s'])}/s, i.e. at most {result['roofline']['images_per_s_at_roofline']:.2f} "
-        f"images/s. Gains are images/s at B over images/s at B={batches[0]} for the same mode. "
-        f"Total {result['total_s']:.0f} s.")
+        f"images/s. Total {result['total_s']:.0f} s.")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    args.json.write_text(json.dumps(result, indent=2, default=str))
     log(f"\nwrote {args.json}")
 
 

@@ -10,10 +10,18 @@ alternate, round after round, and the table gives medians, so a drift in the mac
 speed (a shared VM) lands on both sides instead of on one.
 
     .venv/bin/python bench/overhead.py [--model tiny-sd] [--batch 4] [--images 32] [--steps 20] [--rounds 3]
+
+``--tuned`` (issue 10) instead measures the farm with today's defaults (one render
+process with every core, FRESCO_AUTOTUNE=0) against the farm with its preload tuning
+(FRESCO_AUTOTUNE=1: threads and render processes measured at start, worker/autotune.py),
+alternating a worker of each kind on one farm, round after round:
+
+    .venv/bin/python bench/overhead.py --tuned [--model shapes] [--images 32] [--steps 20] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 
 from harness import (bare_images_per_s, bare_pipeline, report, setup_environment, teardown_environment,
@@ -48,16 +56,75 @@ def where_time_goes(timings: list[dict], wall_per_image: float) -> dict:
             "mean batch size": statistics.mean(t["batch_size"] for t in timings)}
 
 
+def tuned_vs_defaults(args: argparse.Namespace) -> None:
+    from support.waiting import wait_until
+
+    name, store = setup_environment("overhead_tuned")
+    try:
+        from fresco.registry import get_registry
+        from support.farm import Farm
+
+        model = args.model
+        entry = get_registry().get(model)
+        (store / "farm").mkdir(parents=True, exist_ok=True)
+        farm = Farm(store / "farm")
+        farm.env.pop("FRESCO_TORCH_THREADS")  # today's default: every core
+        configs = {"defaults": {"FRESCO_AUTOTUNE": "0"},
+                   "tuned": {"FRESCO_AUTOTUNE": "1", "FRESCO_PRELOAD": model}}
+        runs: dict[str, list] = {k: [] for k in configs}
+        chosen: dict = {}
+        try:
+            farm.start_api()
+            for r in range(args.rounds):
+                for kind, env in configs.items():
+                    w = farm.start_worker(f"{kind}{r}", **env)
+                    if kind == "tuned":  # ready once its tuning is recorded and applied
+                        rows = wait_until(lambda: [t for m in farm.http.get("/v1/models").json()["data"]
+                                                   if m["id"] == model for t in m["tuning"]], 300, "the tuning")
+                        chosen = rows[0]
+                        if chosen["render_processes"] > 1:
+                            wait_until(lambda: "growing the pool" in w.log.read_text(), 120, "the pool to grow")
+                    # warm every render process (a grown one loads the model on its first unit)
+                    warm = farm.submit([{"prompt": "warm-up", "seed": i} for i in range(2 * entry.batch_size("cpu"))],
+                                       defaults={"model": model, "steps": 1})
+                    farm.wait_batch(warm["id"], 600)
+                    runs[kind].append(farm_run(farm, model, args.images, args.steps))
+                    w.stop(signal.SIGTERM, timeout=60)
+                    del farm.procs[w.name]
+                    print(f"round {r + 1}: {kind} {runs[kind][-1]['images_per_s']:.3f} img/s", flush=True)
+        finally:
+            farm.close()
+        med = statistics.median
+        d = med(x["images_per_s"] for x in runs["defaults"])
+        t = med(x["images_per_s"] for x in runs["tuned"])
+        ratio = med(a["images_per_s"] / b["images_per_s"] for a, b in zip(runs["tuned"], runs["defaults"]))
+        rows = [["today's defaults (1 process, every core's threads)", round(d, 3), 1.0],
+                [f"tuned ({chosen.get('render_processes')} processes x {chosen.get('torch_threads')} threads)",
+                 round(t, 3), round(ratio, 3)]]
+        report("overhead-tuned", f"Tuned defaults vs today's: {model}, {entry.default_width}x{entry.default_height}, "
+               f"{args.steps} steps, {args.images} images, batch {entry.batch_size('cpu')}, median of {args.rounds} "
+               f"alternating rounds", ["", "farm img/s", "/ defaults"], rows,
+               {"tuning": chosen, "rounds": {k: [round(x["images_per_s"], 3) for x in v] for k, v in runs.items()}})
+    finally:
+        teardown_environment(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-sd",
-                        help="registry entry (default tiny-sd: the shapes model is so small that batching gains nothing on a CPU)")
+    parser.add_argument("--model", default=None,
+                        help="registry entry (default tiny-sd: the shapes model is so small that batching gains nothing "
+                             "on a CPU; with --tuned, shapes: the shipped default model)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, farm worker and bare loop alike")
+    parser.add_argument("--tuned", action="store_true", help="today's defaults vs the preload tuning (see above)")
     args = parser.parse_args()
+    if args.tuned:
+        args.model = args.model or "shapes"
+        return tuned_vs_defaults(args)
+    args.model = args.model or "tiny-sd"
     name, store = setup_environment("overhead")
     try:
         from support.farm import Farm

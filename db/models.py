@@ -239,6 +239,24 @@ class ModelStatus(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class ModelTuning(Base):
+    """What a worker measured for a model at preload and chose (worker/autotune.py):
+    GET /v1/models shows it; a worker on the same kind of machine reuses a fresh one
+    (same fingerprint) instead of measuring again."""
+
+    __tablename__ = "model_tuning"
+
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(200))
+    choice: Mapped[dict] = mapped_column(JSONB)
+    figures: Mapped[dict] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_model_tuning_fingerprint", "fingerprint", "updated_at"),)
+
+
 class UrlSigningSecret(Base):
     """The key the API signs file URLs with when FRESCO_URL_SECRET is unset: random bytes
     made once by the first API process to need them; one row, so every process agrees."""

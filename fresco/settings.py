@@ -214,12 +214,31 @@ class Settings(_FrescoSettings):
 
     # --- worker -----------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    torch_threads: int | None = None
+    torch_threads: int | None = None  # set: pinned (autotune leaves it); unset: tuned, else all cores
+    # Render processes per worker (Celery's pool). Set: pinned; unset: 1, or what the
+    # preload tuning measured best on a CPU (worker/autotune.py).
+    render_processes: int | None = Field(default=None, ge=1)
+    # Measure and pick, at preload, the batch size (CUDA) or threads and render processes
+    # (CPU) for each FRESCO_PRELOAD model (worker/autotune.py). Off: the registry's batch,
+    # FRESCO_TORCH_THREADS (or every core) and FRESCO_RENDER_PROCESSES (or 1).
+    autotune: bool = True
     preload: CommaList = []  # model ids loaded before the worker consumes; env: comma-separated
     cache_budget_bytes: int | None = None  # default: a fraction of device memory
     queues: CommaList = []  # env: comma-separated; empty: every queue the registry uses
     progress_interval_s: float = 0.5
-    compile: bool = False  # torch.compile the UNet on CUDA
+    # torch.compile the UNet on CUDA, one graph per batch shape, warmed at preload for
+    # each preloaded model's default shape (worker/device.py). Never on a CPU.
+    compile: bool = False
+    # torch.compile's mode: "default" compiles in about a minute per shape;
+    # "max-autotune-no-cudagraphs" searches kernels for many minutes.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    # Inductor's compile cache (TORCHINDUCTOR_CACHE_DIR): on the model-cache volume, so a
+    # restarted worker loads compiled kernels instead of compiling again. Default:
+    # <FRESCO_HF_CACHE_DIR>/inductor when that is set, else inductor's own (/tmp).
+    compile_cache_dir: Path | None = None
+    # Store and record call N−1's images on a thread while call N samples
+    # (worker/store_queue.py): auto = on CUDA only; on, off.
+    pipeline_stores: Literal["auto", "on", "off"] = "auto"
     # Pad every pipeline call to the model's batch size, so a seed gives bit-identical
     # pixels alone or in any batch. Default: on for CPU (where determinism is promised
     # exactly), off for CUDA (where fp16 kernels differ by 1/255 anyway; bench/README.md).

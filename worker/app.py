@@ -42,7 +42,9 @@ app.conf.update(
     # (failed, or queued again with a fresh message), so redelivery would only loop.
     task_acks_on_failure_or_timeout=True,
     worker_prefetch_multiplier=1,
-    worker_concurrency=1,  # one render process per GPU (per worker on a CPU)
+    # One render process per GPU; on a CPU, FRESCO_RENDER_PROCESSES, or 1 grown to what
+    # the preload tuning measured best (worker/autotune.py, signals.py).
+    worker_concurrency=settings.render_processes or 1,
     worker_pool="prefork",
     # The render child is long-lived: it holds the warm model cache.
     worker_max_tasks_per_child=None,

@@ -43,7 +43,7 @@ def claim_unit(res: Resources, model: str, signature: str, task: Any = None, que
         return None
     token = new_token()
     message_signature = signature
-    limit = entry.batch_size(res.device)
+    limit = res.batch_size(entry)
     started = time.perf_counter()
     jobs = _claim(res, signature, limit, token)
     if not jobs:
@@ -53,7 +53,7 @@ def claim_unit(res: Resources, model: str, signature: str, task: Any = None, que
             return None
         signature = nxt
         entry = res.registry.get(Signature.parse(nxt).model) or entry
-        limit = entry.batch_size(res.device)
+        limit = res.batch_size(entry)
         jobs = _claim(res, signature, limit, token)
         if not jobs:
             return None

@@ -1,13 +1,15 @@
 """The device a render process uses and how a pipeline is prepared for it.
 
 CUDA: the registry's half precision, SDPA attention (diffusers' default processor on
-torch 2), optional channels_last UNet, optional torch.compile with dynamic batch shapes so a new
-batch size does not recompile forever. CPU: fp32, torch threads set to the cores this
+torch 2: flash or memory-efficient kernels), optional channels_last UNet, optional
+torch.compile per batch shape with its cache on the model-cache volume. CPU: fp32, torch threads set to the cores this
 process is given (left at the default, two busy processes on two cores thrash).
 """
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,7 +46,29 @@ def prepare_pipeline(pipe: Any, device: str, settings: Settings) -> Any:
             if settings.channels_last:
                 unet.to(memory_format=torch.channels_last)
             if settings.compile:
-                # dynamic=True marks the batch dimension symbolic: one graph serves
-                # every batch size instead of one recompile per size.
-                pipe.unet = torch.compile(unet, mode="max-autotune-no-cudagraphs", dynamic=True)
+                pipe.unet = compile_module(unet, settings)
     return pipe
+
+
+def compile_module(module: Any, settings: Settings) -> Any:
+    """torch.compile with static shapes: one graph per batch shape (a shape bucket: the
+    model's batch size, or a halved one after out of memory), each compiled on its first
+    call, which the preload makes for the default shape (worker/autotune.py). Static
+    shapes let inductor pick kernels for the exact size; dynamic=True compiled one slower
+    graph for all sizes. The kernels land in the compile cache (FRESCO_COMPILE_CACHE_DIR)."""
+    cache = compile_cache_dir(settings)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        # Read by inductor when it first compiles; triton's own kernel cache beside it.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+        os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+    log.info("compiling %s (mode %s, cache %s)", type(module).__name__, settings.compile_mode, cache)
+    return torch.compile(module, mode=settings.compile_mode, dynamic=False)
+
+
+def compile_cache_dir(settings: Settings) -> Path | None:
+    if settings.compile_cache_dir is not None:
+        return settings.compile_cache_dir
+    if settings.hf_cache_dir is not None:
+        return settings.hf_cache_dir / "inductor"
+    return None

@@ -20,11 +20,18 @@ Failure policy (docs/design.md, "Delivery"):
 - a model that cannot load fails its jobs with the reason, once, and the worker lives;
 - a unit that outlives its soft time limit ends the attempt of each of its jobs
   (deadline_exceeded, retried while attempts remain).
+
+Pipelined storage (FRESCO_PIPELINE_STORES, worker/store_queue.py): the unit's images are
+stored and recorded on the store thread while the next unit is claimed and sampled. The
+unit is not finished until then: its lease keeps beating until its last record, a
+SIGTERM waits for its stores (or hands back what is unrecorded once the grace period is
+over), and at most one unit is storing.
 How each outcome is written is decided in one place: worker/record.py.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -42,7 +49,8 @@ from worker.lease import Lease
 from worker.load import load_model
 from worker.model_cache import ModelCache
 from worker.render import render_group
-from worker.unit import Failed, Resources, Unit
+from worker.store_queue import StoreQueue, pipelining_for
+from worker.unit import Failed, Rendered, Resources, Unit
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,8 @@ class Engine:
         self.busy = False  # inside run_unit (claiming, rendering or recording)
         self.handing_back = False
         self.drain = Drain()
+        self.stores = StoreQueue(pipelining_for(res.settings.pipeline_stores, res.device))
+        self._storing: Unit | None = None  # the unit whose stores are in flight
 
     # What the SIGTERM handler and the preload read (signals.py).
     @property
@@ -106,8 +116,21 @@ class Engine:
             task_report.send_progress(task, unit.report(progress=f"0/{unit.signature.steps}"),
                                       step=0, steps=unit.signature.steps, jobs=len(unit.jobs))
             self.drain.check("rendering")
-            with Lease([j.id for j in unit.jobs], unit.token, self.settings) as unit.lease:
-                self._render(unit)
+            unit.lease = Lease([j.id for j in unit.jobs], unit.token, self.settings).__enter__()
+            handed_over = False
+            try:
+                rendered = self._render(unit)
+                if self.stores.enabled:
+                    for job in rendered:
+                        unit.outcomes[job.job.id] = task_report.STORING
+                    # Waits for the previous unit's stores first (the bound); this unit's
+                    # lease ends on the store thread after its last record.
+                    self.stores.submit(lambda: self._store(unit, rendered))
+                    self._storing = unit
+                    handed_over = True
+            finally:
+                if not handed_over:
+                    unit.lease.__exit__(None, None, None)
         except ShutdownRequested:
             # 7. Hand back what is unfinished. The task itself ends normally: its message
             # is acknowledged, the jobs are queued again with fresh messages, and the
@@ -123,31 +146,76 @@ class Engine:
             record.fail_all(self.res, unit, DeadlineExceeded("the render exceeded its time limit"))
         finally:
             unbind(context)
+            if self.drain.deadline is not None:  # shutting down: the stores end before the worker does
+                self.flush_stores(self.drain.deadline)
             metrics.gpu_memory(self.res.device)
             self.busy = False
             self.handing_back = False
             self.drain.clear()
         return unit.report()
 
-    def _render(self, unit: Unit) -> None:
+    def _render(self, unit: Unit) -> list[Rendered | Failed]:
+        """Render the unit's jobs. Serial storage stores and records each outcome as its
+        call ends; pipelined returns the outcomes for the store thread."""
+        later: list[Rendered | Failed] = []
         # 3. A retried job whose image an earlier attempt stored is recorded, not rendered;
         # so is a job that asked for reuse and matches an earlier success (worker/result_cache.py).
         todo = record.reuse_stored(self.res, unit)
         todo = result_cache.serve(self.res, unit, todo)
         if not todo:
-            return
+            return later
         # 4. Load the model from the warm cache; one that cannot load fails these jobs.
         try:
             load_model(self.res, unit)
         except ModelUnavailable as failure:
             for job in todo:
                 record.finish(self.res, unit, Failed(job, failure))
-            return
+            return later
         # 5. Render each group (halving on out of memory, one by one after a failed call),
-        # 6. storing and recording each job's outcome as soon as its call ends.
-        for group in unit.groups(todo, unit.entry.batch_size(self.res.device)):
-            for outcome in render_group(self.res, unit, group, drain=self.drain):
+        # 6. storing and recording each job's outcome as soon as its call ends (serial),
+        # or on the store thread once the unit's calls are done (pipelined).
+        try:
+            for group in unit.groups(todo, unit.entry.batch_size(self.res.device)):
+                for outcome in render_group(self.res, unit, group, drain=self.drain):
+                    if self.stores.enabled:
+                        later.append(outcome)
+                    else:
+                        record.finish(self.res, unit, outcome)
+        except BaseException:
+            # Handing back or out of time: what was rendered and taken for finishing is
+            # stored first (it is past canceling), as serial storage would have.
+            for outcome in later:
                 record.finish(self.res, unit, outcome)
+            raise
+        return later
+
+    def _store(self, unit: Unit, outcomes: list[Rendered | Failed]) -> None:
+        """On the store thread: store and record each outcome, then end the lease."""
+        context = bind(**unit_ids(unit))
+        try:
+            for outcome in outcomes:
+                record.finish(self.res, unit, outcome)
+        finally:
+            unit.lease.__exit__(None, None, None)
+            unbind(context)
+
+    @property
+    def storing(self) -> bool:
+        """A unit's stores are in flight (pipelined), though no task may be running."""
+        return self.stores.busy
+
+    def flush_stores(self, deadline: float | None) -> bool:
+        """Wait for the stores in flight until ``deadline`` (time.monotonic()); past it,
+        hand back what the storing unit has not recorded (fenced: a record that lands
+        later finds its lease gone). True when every store ended."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if self.stores.wait(timeout):
+            return True
+        unit = self._storing
+        if unit is not None:
+            log.warning("unit %s: stores not done within the grace period; handing it back", unit.token)
+            hand_back(self.res, unit)
+        return False
 
 
 def unit_ids(unit: Unit) -> dict[str, object]:

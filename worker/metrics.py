@@ -36,6 +36,12 @@ WEBHOOK_DELIVERIES = Counter("fresco_webhook_deliveries_total", "Webhook deliver
 # or miss (rendered), per job that asked.
 RESULT_CACHE = Counter("fresco_result_cache_total", "Jobs that asked for reuse, by model and outcome (hit: served "
                        "from an earlier job's image without rendering; miss: rendered)", ["model", "outcome"])
+# What the render process's preload tuning chose (worker/autotune.py), and the images/s
+# of each candidate it measured (config: e.g. "b8_t1_p2" = batch 8, 1 thread, 2 processes).
+TUNED_SETTING = Gauge("fresco_tuned_setting", "Setting chosen by the preload tuning, by model",
+                      ["model", "setting"], multiprocess_mode="livemax")
+TUNED_RATE = Gauge("fresco_tuned_images_per_second", "Images/s the preload tuning measured (few steps), by model "
+                   "and candidate", ["model", "config"], multiprocess_mode="livemax")
 # CUDA only: absent on a CPU worker. livesum: a render process that exited stops counting.
 GPU_MEMORY = Gauge("fresco_gpu_memory_bytes", "GPU memory held by the render process's torch allocator",
                    ["kind"], multiprocess_mode="livesum")
@@ -94,3 +100,11 @@ def gpu_memory(device: str) -> None:
 
     GPU_MEMORY.labels("allocated").set(torch.cuda.memory_allocated())
     GPU_MEMORY.labels("reserved").set(torch.cuda.memory_reserved())
+
+
+def tuned(model: str, choice: dict, candidates: list[dict]) -> None:
+    for name in ("batch_size", "torch_threads", "render_processes"):
+        TUNED_SETTING.labels(model, name).set(choice[name])
+    for c in candidates:
+        config = f"b{c['batch_size']}_t{c['torch_threads']}_p{c['render_processes']}"
+        TUNED_RATE.labels(model, config).set(c["images_per_s"])

@@ -33,7 +33,7 @@ def render_group(res: Resources, unit: Unit, group: list[ClaimedJob], *, drain: 
     """Render ``group`` in one call. ``shape``: the batch size calls are padded to
     (FRESCO_PAD_BATCHES): the model's B, or less after an out-of-memory halving."""
     if shape is None:
-        shape = unit.entry.batch_size(res.device)
+        shape = res.batch_size(unit.entry)
     group = unit.live(group)
     if not group:
         return

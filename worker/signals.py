@@ -21,7 +21,8 @@ child. So the grace period is enforced by the child itself:
 
 - the parent forwards SIGTERM to its pool processes (Kubernetes and ``docker stop``
   signal only PID 1; ``kill -TERM -<pgid>`` or systemd reach the child directly too);
-- an idle child exits at once; a busy one drains (engine.request_drain): it finishes its
+- an idle child exits at once (after the stores of its last unit, when storage is
+  pipelined: worker/store_queue.py); a busy one drains (engine.request_drain): it finishes its
   unit if the step rate says it will within FRESCO_SHUTDOWN_GRACE_S, otherwise it hands
   the jobs back to the queue at the next step boundary (attempt not counted, fresh
   messages published) and the task ends normally, so the warm shutdown completes in
@@ -44,8 +45,8 @@ import time
 from typing import Any
 
 from billiard.process import current_process
-from celery.signals import (setup_logging, task_prerun, worker_init, worker_process_init, worker_ready,
-                            worker_shutdown, worker_shutting_down)
+from celery.signals import (setup_logging, task_prerun, worker_init, worker_process_init, worker_process_shutdown,
+                            worker_ready, worker_shutdown, worker_shutting_down)
 
 from fresco.settings import get_settings
 # Imported here, in the main process, so that the worker nonce in lease tokens is minted
@@ -143,7 +144,12 @@ def _init_render_process(**_: object) -> None:
     engine = get_engine()
     settings = get_settings()
     # A render process that replaces a dead one is not ready until its own preload is done.
-    remove(settings.ready_file)
+    # One the tuning added to a ready pool (worker/autotune.py) leaves readiness alone:
+    # the others serve meanwhile.
+    from worker.autotune import pool_request_path
+
+    if not pool_request_path(os.getppid()).exists():
+        remove(settings.ready_file)
     loaded = True
     for model_id in settings.preload:
         entry = engine.registry.get(model_id)
@@ -156,11 +162,90 @@ def _init_render_process(**_: object) -> None:
         except Exception as e:  # an unavailable model fails its jobs later, with the reason
             log.error("preload of %s failed: %s", model_id, e)
             loaded = False
+    # Tune each preloaded model (worker/autotune.py): measured (or reused from a tuning
+    # of the same machine and model) before the worker reports ready, so no job waits on it.
+    tune_preloaded(engine, settings)
     # The worker still takes jobs (a model that failed fails its own jobs, with the
     # reason), but never reports ready: a rollout of a broken model config stops here.
     if settings.ready_file and loaded:
         touch(settings.ready_file)
         log.info("preloaded %s; ready", ", ".join(settings.preload) or "nothing")
+
+
+@worker_process_shutdown.connect
+def _flush_stores(**_: object) -> None:
+    # The pool ends a render process between tasks (warm shutdown): the last unit's
+    # pipelined stores finish first, else its jobs would wait for their leases to expire.
+    from worker import engine as engine_module
+
+    engine = engine_module._engine
+    if engine is not None and engine.storing:
+        engine.flush_stores(time.monotonic() + engine.settings.shutdown_grace_s)
+
+
+def tune_preloaded(engine: Any, settings: Any) -> None:
+    from worker.autotune import apply, tune, warm
+
+    if not settings.autotune:
+        # Still compile the default shape of each preloaded model now, not on a job.
+        if settings.compile and engine.res.device == "cuda":
+            for model_id in settings.preload:
+                entry = engine.registry.get(model_id)
+                if entry is not None:
+                    warm(engine, entry)
+        return
+
+    first = True
+    for model_id in settings.preload:
+        entry = engine.registry.get(model_id)
+        if entry is None:
+            continue
+        try:
+            choice = tune(engine, entry)
+        except Exception as e:  # the registry's settings stay
+            log.error("tuning %s failed: %s", model_id, e)
+            choice = None
+        if choice is not None:
+            apply(engine, entry, choice, first)
+        first = False
+
+
+def _size_pool(stop: threading.Event) -> None:
+    """The main process's side of FRESCO_RENDER_PROCESSES' tuning: a render process that
+    measured more processes to be faster asks for them (worker/autotune.py); the pool
+    grows as Celery's own pool_grow command does. Never shrinks."""
+    from worker.autotune import pool_request_path
+
+    path = pool_request_path(os.getpid())
+    while not stop.wait(1.0):
+        try:
+            wanted = int(path.read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            more = wanted - _consumer.pool.num_processes
+            if more > 0:
+                log.info("growing the pool by %d render processes (tuned: %d)", more, wanted)
+                _consumer.pool.grow(more)
+                _consumer._update_prefetch_count(more)
+        except Exception as e:  # the worker goes on with the processes it has
+            log.warning("could not grow the pool: %s", e)
+            return
+
+
+@worker_init.connect
+def _forget_pool_request(**_: object) -> None:
+    # Before the pool forks: a request left by an earlier main process of this pid is stale.
+    from worker.autotune import pool_request_path
+
+    pool_request_path(os.getpid()).unlink(missing_ok=True)
+
+
+@worker_ready.connect
+def _start_pool_sizer(**_: object) -> None:
+    settings = get_settings()
+    if settings.autotune and settings.render_processes is None:
+        threading.Thread(target=_size_pool, args=(_reaper_stop,), name="pool-sizer", daemon=True).start()
 
 
 # --- the render child's shutdown handlers ------------------------------------------------
@@ -177,6 +262,11 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
     engine = get_engine()
     if not engine.busy:
+        if engine.storing:
+            # No task runs, but a unit's images are still being stored (pipelined
+            # storage): it has not finished. Wait for them, or hand it back after the
+            # grace period, before exiting.
+            engine.flush_stores(time.monotonic() + engine.settings.shutdown_grace_s)
         if callable(_previous_sigterm):
             _previous_sigterm(signum, frame)
         raise SystemExit(0)

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # went back to the queue for another attempt.
 SUCCEEDED = "succeeded"
 RUNNING = "running"
+# Rendered; its image is being stored on the store thread after the task ended
+# (pipelined storage, worker/store_queue.py).
+STORING = "storing"
 CANCELED = "canceled"
 LEASE_LOST = "lease lost (another worker may hold it)"
 HANDED_BACK = "queued: handed back on shutdown"

@@ -35,6 +35,12 @@ class Resources:
     storage: Storage
     cache: ModelCache
     device: str
+    # model id -> batch size the preload tuning chose (CUDA; worker/autotune.py)
+    tuned_batch: dict[str, int] = field(default_factory=dict)
+
+    def batch_size(self, entry: ModelEntry) -> int:
+        """Jobs per unit (and the padded call's shape): the tuned batch, else the registry's."""
+        return self.tuned_batch.get(entry.id) or entry.batch_size(self.device)
 
     @property
     def pad_batches(self) -> bool:

@@ -37,6 +37,9 @@ HERE = Path(__file__).resolve().parent
 QUEUE = "fresco.render"
 B = 4  # the test model's batch size (use_registry)
 TINY = {"width": 32, "height": 32}
+# Storage serial (the CPU default) and pipelined (the CUDA default, worker/store_queue.py):
+# the exactly-once and drain scenarios below run with both.
+STORES = pytest.mark.parametrize("stores", ["off", "on"], ids=["serial-stores", "pipelined-stores"])
 
 
 def report(scenario: str, **figures: object) -> None:
@@ -153,15 +156,17 @@ KILL_REQUEUE_BOUND_S = 15.0  # the promise (README, docs/reliability.md): back i
 
 
 @pytest.mark.slow
-def test_sigkill_of_a_worker_mid_batch_loses_nothing(farm):
+@STORES
+def test_sigkill_of_a_worker_mid_batch_loses_nothing(farm, stores):
     """A whole worker SIGKILLed (main process and render child, as when its container or
     machine is lost), with the default settings: the other worker's reaper sees its
     liveness beat stop and requeues its jobs within 15 s, far inside their 60 s lease,
-    and they render again in a batch, not one by one (no evidence against them)."""
+    and they render again in a batch, not one by one (no evidence against them). With
+    stores serial and pipelined."""
     use_registry(farm)
     settings = Settings()
     assert (settings.lease_s, settings.liveness_timeout_s) == (60, 10)  # what "default" means here
-    farm.start(workers=2, **DEFAULT_TIMINGS)
+    farm.start(workers=2, **DEFAULT_TIMINGS, FRESCO_PIPELINE_STORES=stores)
     n, steps = 40, 16
     w1 = farm.procs["w1"]
     child = wait_until(lambda: next(iter(children(w1.popen.pid)), None), 30, "w1's render child")
@@ -405,10 +410,11 @@ def test_a_redelivered_message_never_renders_a_running_job_twice(farm, tmp_path)
 # --- 10. SIGTERM mid-job --------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_sigterm_lets_a_short_job_finish_within_the_grace_period(farm, tmp_path):
+@STORES
+def test_sigterm_lets_a_short_job_finish_within_the_grace_period(farm, tmp_path, stores):
     trace = use_poison_pipeline(farm, tmp_path)
     grace = 12.0
-    farm.start(workers=1, **{**FAST_TIMINGS, "FRESCO_SHUTDOWN_GRACE_S": str(grace)})
+    farm.start(workers=1, **{**FAST_TIMINGS, "FRESCO_SHUTDOWN_GRACE_S": str(grace), "FRESCO_PIPELINE_STORES": stores})
     w1 = farm.procs["w1"]
     job = farm.http.post("/v1/jobs", json={"prompt": "SLOW=0.4 short", "steps": 10, **TINY}).json()
     wait_until(lambda: farm.http.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"] >= 2, 60,
@@ -431,11 +437,13 @@ def test_sigterm_lets_a_short_job_finish_within_the_grace_period(farm, tmp_path)
 
 
 @pytest.mark.slow
-def test_sigterm_hands_a_long_job_back_in_seconds(farm, tmp_path):
+@STORES
+def test_sigterm_hands_a_long_job_back_in_seconds(farm, tmp_path, stores):
     trace = use_poison_pipeline(farm, tmp_path)
     grace = 3.0
     # A long lease and the default visibility timeout: only the hand back can be fast.
-    farm.start(workers=2, **{**FAST_TIMINGS, "FRESCO_SHUTDOWN_GRACE_S": str(grace), "FRESCO_LEASE_S": "120"})
+    farm.start(workers=2, **{**FAST_TIMINGS, "FRESCO_SHUTDOWN_GRACE_S": str(grace), "FRESCO_LEASE_S": "120",
+                             "FRESCO_PIPELINE_STORES": stores})
     job = farm.http.post("/v1/jobs", json={"prompt": "SLOW=0.5 long", "steps": 16, **TINY}).json()
 
     def holder():

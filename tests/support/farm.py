@@ -37,7 +37,9 @@ class Farm:
         self.port = free_port()
         self.env = dict(os.environ)
         self.env.update({"FRESCO_API_URL": f"http://127.0.0.1:{self.port}", "PYTHONUNBUFFERED": "1",
-                         "FRESCO_TORCH_THREADS": "1", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
+                         "FRESCO_TORCH_THREADS": "1",
+                         # fixed settings: no preload tuning (one render process, the registry's batch)
+                         "FRESCO_AUTOTUNE": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
         self.env.update(env)
         self.db = db or Database(self.env["FRESCO_DATABASE_URL"])
         self.procs: dict[str, Proc] = {}

@@ -9,6 +9,8 @@ tests/worker/test_out_of_memory.py) prove the wiring: signals, forks, Celery.
 from __future__ import annotations
 
 import textwrap
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -135,8 +137,11 @@ class Harness:
         return [j.id for j in jobs]
 
     def run(self) -> dict:
-        """What the Celery task does with a message for this model's signature."""
-        return self.engine.run_unit(model=self.model, signature=self.sig)
+        """What the Celery task does with a message for this model's signature (and, with
+        pipelined storage, the stores it left on the store thread)."""
+        report = self.engine.run_unit(model=self.model, signature=self.sig)
+        assert self.engine.stores.wait(30)
+        return report
 
     def rows(self, ids: list[uuid.UUID]) -> list[dict]:
         with session_scope() as s:
@@ -154,9 +159,10 @@ class Harness:
         return self.broker.llen(self.queue)
 
 
-@pytest.fixture
-def harness(tmp_path):
-    h = Harness(tmp_path)
+@pytest.fixture(params=["off", "on"], ids=["serial-stores", "pipelined-stores"])
+def harness(tmp_path, request):
+    """Every policy holds with storage serial (the CPU default) and pipelined (CUDA's)."""
+    h = Harness(tmp_path, pipeline_stores=request.param)
     yield h
     h.broker.delete(h.queue)
     h.broker.close()
@@ -167,7 +173,9 @@ def test_a_unit_renders_stores_and_records_each_job(harness):
     report = harness.run()
     # What Flower shows as the task's result: the jobs it rendered and how each ended.
     assert report["claimed"] == 3 and report["model"] == harness.model and report["signature"] == harness.sig
-    assert report["jobs"] == {str(i): "succeeded" for i in ids}
+    # (pipelined: the task ended while its images were still being stored; Postgres says how they ended)
+    outcome = "storing" if harness.settings.pipeline_stores == "on" else "succeeded"
+    assert report["jobs"] == {str(i): outcome for i in ids}
     rows = harness.rows(ids)
     assert [r["status"] for r in rows] == [JobState.SUCCEEDED] * 3
     assert all(r["attempts"] == 1 and r["timings"]["batch_size"] == 3 and r["lease_owner"] is None for r in rows)
@@ -390,3 +398,43 @@ def test_a_retried_job_already_stored_is_recorded_without_rendering(harness):
     [row] = harness.rows([job_id])
     assert row["status"] == JobState.SUCCEEDED and row["result_key"] == key and "reused_s" in row["timings"]
     assert harness.pipe.calls == []
+
+
+def _slow_storage(h: Harness) -> threading.Event:
+    """Uploads wait for the returned event: a unit stays storing after its task ended."""
+    gate, put = threading.Event(), h.engine.res.storage.put
+
+    def slow_put(key: str, data: bytes, content_type: str) -> None:
+        gate.wait(30)
+        put(key, data, content_type)
+    h.engine.res.storage.put = slow_put
+    return gate
+
+
+def test_shutdown_waits_for_a_storing_unit(tmp_path):
+    h = Harness(tmp_path, pipeline_stores="on")
+    gate = _slow_storage(h)
+    ids = h.submit(["a", "b"])
+    report = h.engine.run_unit(model=h.model, signature=h.sig)
+    # the task ended; its unit has not: still running under its lease, being stored
+    assert set(report["jobs"].values()) == {"storing"} and h.engine.storing
+    assert all(r["status"] == JobState.RUNNING for r in h.rows(ids))
+    threading.Timer(0.5, gate.set).start()
+    # what a SIGTERM to an idle render process does (worker/signals.py): wait within the grace period
+    assert h.engine.flush_stores(time.monotonic() + 20)
+    assert all(r["status"] == JobState.SUCCEEDED for r in h.rows(ids)) and len(h.stored()) == 2
+    h.broker.delete(h.queue)
+
+
+def test_a_unit_still_storing_after_the_grace_period_is_handed_back(tmp_path):
+    h = Harness(tmp_path, pipeline_stores="on")
+    gate = _slow_storage(h)
+    ids = h.submit(["a", "b"])
+    h.engine.run_unit(model=h.model, signature=h.sig)
+    assert not h.engine.flush_stores(time.monotonic() + 0.3)
+    rows = h.rows(ids)
+    assert all(r["status"] == JobState.QUEUED and r["attempts"] == 0 for r in rows)  # attempt not counted
+    gate.set()  # the uploads land late: their records find the lease gone
+    assert h.engine.stores.wait(30)
+    assert all(r["status"] == JobState.QUEUED and r["result_key"] is None for r in h.rows(ids))
+    h.broker.delete(h.queue)
