@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.adapter_inputs import AdapterInputs
 from api.estimate import estimate
 from api.image_inputs import ImageInputs
 from api.json_input import check_fields, check_metadata, decode, join
@@ -108,10 +109,12 @@ def _shown(value: Any) -> str:
 
 
 def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry,
-           images: ImageInputs | None = None, *, batch_item: bool = True) -> NewJob:
+           images: ImageInputs | None = None, *, batch_item: bool = True,
+           adapters: AdapterInputs | None = None) -> NewJob:
     """One batch item (or, with ``batch_item=False``, a job body) merged over the batch's
     defaults, checked and resolved against the registry. ``defaults`` were checked by
-    validate_header."""
+    validate_header. ``adapters`` checks uploaded adapters against the caller's own;
+    without it a spec naming one is refused."""
     if not isinstance(item, dict):
         raise InvalidSpec(f"{where or 'body'}: must be an object with at least a prompt", field=where or "body")
     check_fields(item, where)
@@ -146,6 +149,10 @@ def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry,
             raise InvalidSpec(f"{join(where, 'init_image')}: input images are not accepted here",
                               field=join(where, "init_image"))
         images.apply(spec, join(where, ""))
+    if spec.get("loras"):
+        if adapters is None:
+            adapters = _NO_UPLOADS
+        adapters.apply(spec, registry, join(where, ""))
     return NewJob(id=uuid.uuid4(), model=spec["model"], queue=registry.get(spec["model"]).queue,
                   signature=signature(spec), spec=spec, custom_id=fields.get("custom_id"), metadata=metadata)
 
@@ -172,11 +179,24 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
         session.flush()
     except IntegrityError:  # a concurrent request with the same key won the race
         raise Conflict("a request with this Idempotency-Key is being processed; retry to get its batch") from None
-    jobs = _Validated(defaults, items, registry, settings, images)
+    jobs = _Validated(defaults, items, registry, settings, images, AdapterInputs(session, tenant_id))
     demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
                                max_attempts=settings.max_attempts, jobs=jobs)
     batch.total = jobs.checked_count()
     return batch, demand, True
+
+
+class _NoUploads:
+    """Where no tenant is known: a spec naming an uploaded adapter is refused."""
+
+    def apply(self, spec: dict, registry: Registry, where: str) -> None:
+        for i, ref in enumerate(spec["loras"]):
+            if ref["id"] not in registry.adapters:
+                field = f"{where}loras[{i}].id"
+                raise InvalidSpec(f"{field}: unknown adapter {ref['id']!r}", field=field)
+
+
+_NO_UPLOADS = _NoUploads()
 
 
 class _Validated:
@@ -185,8 +205,8 @@ class _Validated:
     submission inserts and what a dry run counts are the same jobs."""
 
     def __init__(self, defaults: dict[str, Any], items: Iterable[tuple[str, Any]], registry: Registry,
-                 settings: Settings, images: ImageInputs | None) -> None:
-        self.defaults, self.items, self.images = defaults, items, images
+                 settings: Settings, images: ImageInputs | None, adapters: AdapterInputs | None = None) -> None:
+        self.defaults, self.items, self.images, self.adapters = defaults, items, images, adapters
         self.registry, self.settings = registry, settings
         self.count = 0
 
@@ -195,7 +215,7 @@ class _Validated:
             self.count += 1
             if self.count > self.settings.max_batch_items:
                 raise PayloadTooLarge(f"items: more than {self.settings.max_batch_items} items in one batch")
-            job = to_job(self.defaults, item, where, self.registry, self.images)
+            job = to_job(self.defaults, item, where, self.registry, self.images, adapters=self.adapters)
             check_servable(job, where)
             yield job
 
@@ -215,7 +235,7 @@ def dry_run(session: Session, *, tenant_id: uuid.UUID, header: dict[str, Any], i
         if existing is not None and existing.request_hash != request_hash:
             raise Conflict("Idempotency-Key was already used with a different request body")
     defaults, _, _, _ = validate_header(header)
-    jobs = _Validated(defaults, items, registry, settings, images)
+    jobs = _Validated(defaults, items, registry, settings, images, AdapterInputs(session, tenant_id))
     demand = Demand()
     for job in jobs:
         demand.add(job.queue, job.model, job.signature)

@@ -138,6 +138,9 @@ class Settings(_FrescoSettings):
     # How long a gallery sign-in (/ui/, api/ui/session.py) lasts before the key is asked again.
     ui_session_ttl_s: int = Field(default=12 * 3600, gt=0)
     max_batch_items: int = 100_000
+    # Largest LoRA file POST /v1/adapters accepts (fresco/adapters.py); 413 above it (and
+    # above max_body_bytes, which every request is held to).
+    adapter_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
     # --- delivery ---------------------------------------------------------------------
     lease_s: float = 60.0
@@ -186,6 +189,9 @@ class Settings(_FrescoSettings):
     torch_threads: int | None = None
     preload: CommaList = []  # model ids loaded before the worker consumes; env: comma-separated
     cache_budget_bytes: int | None = None  # default: a fraction of device memory
+    # Bytes of LoRA weights a render process keeps applied to its warm models
+    # (worker/adapters.py); the least recently used adapter is unloaded past it.
+    adapter_cache_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     queues: CommaList = []  # env: comma-separated; empty: every queue the registry uses
     progress_interval_s: float = 0.5
     compile: bool = False  # torch.compile the UNet on CUDA

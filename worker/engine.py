@@ -31,6 +31,7 @@ from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import open_storage
 from worker import metrics, record, task_report
+from worker.adapters import AdapterCache
 from worker.claim import claim_unit, isolate_retries
 from worker.drain import Drain, ShutdownRequested
 from worker.handback import hand_back
@@ -165,6 +166,7 @@ def get_engine() -> Engine:
         device = pick_device(settings)
         configure_threads(settings, device)
         registry = get_registry()
-        _engine = Engine(Resources(settings, registry, open_storage(settings), ModelCache(registry, settings, device),
-                                   device))
+        storage = open_storage(settings)
+        _engine = Engine(Resources(settings, registry, storage, ModelCache(registry, settings, device), device,
+                                   AdapterCache(registry, settings, storage)))
     return _engine

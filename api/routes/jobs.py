@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from api import cursors
 from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.errors import AUTHED, error_responses
+from api.adapter_inputs import AdapterInputs
 from api.image_inputs import ImageInputs
 from api.ingest import to_job
 from api.json_input import decode
@@ -103,7 +104,8 @@ def _submit(raw: bytes, tenant: uuid.UUID, session: Session, registry: Registry,
     hook_url = hook_events = None
     if isinstance(body, dict):
         hook_url, hook_events = check_webhook(body.pop("webhook_url", None), body.pop("webhook_events", None))
-    job = to_job({}, body, "body", registry, ImageInputs(storage, tenant), batch_item=False)
+    job = to_job({}, body, "body", registry, ImageInputs(storage, tenant), batch_item=False,
+                 adapters=AdapterInputs(session, tenant))
     demand = jobs_db.copy_jobs(session, tenant_id=tenant, batch_id=None, priority=0,
                                max_attempts=get_settings().max_attempts, jobs=[job])
     if hook_url is not None:
