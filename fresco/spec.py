@@ -181,7 +181,8 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "",
                                    f"steps; raise strength or steps so that int(steps × strength) is at least 1")
 
     check_family(entry, fields, where)
-    loras = check_loras(fields.get("loras"), entry, registry, where)
+    # loras from the batch's defaults: an error names defaults.loras…, where to fix it
+    loras = check_loras(fields.get("loras"), entry, registry, "defaults." if "loras" in inherited else where)
     spec = {
         "model": entry.id,
         "kind": kind,
