@@ -1,22 +1,24 @@
 """Checks the uploaded adapters a spec names (``loras[i].id`` = ``ad_…``) against the
 caller's own: another tenant's adapter is not found, exactly like one that does not exist.
 Registry adapters were checked by ``fresco.spec.resolve``. Looked up once per request:
-10,000 items naming one adapter cost one query."""
+10,000 items naming one adapter cost one query.
+
+The lookups use a session of their own: a batch's items are checked while they stream
+into COPY on the request's connection (api/ingest.py), and a query on that connection
+mid-COPY would wait for the COPY to end, which waits for the query."""
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy.orm import Session
-
 from db import adapters as adapters_db
+from db.session import session_scope
 from fresco.adapters import UPLOADED_ID, Adapter, check_base
 from fresco.errors import InvalidSpec
 from fresco.registry import Registry
 
 
 class AdapterInputs:
-    def __init__(self, session: Session, tenant_id: uuid.UUID) -> None:
-        self.session = session
+    def __init__(self, tenant_id: uuid.UUID) -> None:
         self.tenant_id = tenant_id
         self._found: dict[str, Adapter | None] = {}
 
@@ -34,6 +36,7 @@ class AdapterInputs:
 
     def _lookup(self, adapter_id: str) -> Adapter | None:
         if adapter_id not in self._found:
-            row = adapters_db.get(self.session, tenant_id=self.tenant_id, adapter_id=adapter_id)
-            self._found[adapter_id] = None if row is None else Adapter(row.id, row.model)
+            with session_scope() as session:
+                row = adapters_db.get(session, tenant_id=self.tenant_id, adapter_id=adapter_id)
+                self._found[adapter_id] = None if row is None else Adapter(row.id, row.model)
         return self._found[adapter_id]

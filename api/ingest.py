@@ -179,7 +179,7 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
         session.flush()
     except IntegrityError:  # a concurrent request with the same key won the race
         raise Conflict("a request with this Idempotency-Key is being processed; retry to get its batch") from None
-    jobs = _Validated(defaults, items, registry, settings, images, AdapterInputs(session, tenant_id))
+    jobs = _Validated(defaults, items, registry, settings, images, AdapterInputs(tenant_id))
     demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
                                max_attempts=settings.max_attempts, jobs=jobs)
     batch.total = jobs.checked_count()
@@ -235,7 +235,7 @@ def dry_run(session: Session, *, tenant_id: uuid.UUID, header: dict[str, Any], i
         if existing is not None and existing.request_hash != request_hash:
             raise Conflict("Idempotency-Key was already used with a different request body")
     defaults, _, _, _ = validate_header(header)
-    jobs = _Validated(defaults, items, registry, settings, images, AdapterInputs(session, tenant_id))
+    jobs = _Validated(defaults, items, registry, settings, images, AdapterInputs(tenant_id))
     demand = Demand()
     for job in jobs:
         demand.add(job.queue, job.model, job.signature)

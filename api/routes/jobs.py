@@ -105,7 +105,7 @@ def _submit(raw: bytes, tenant: uuid.UUID, session: Session, registry: Registry,
     if isinstance(body, dict):
         hook_url, hook_events = check_webhook(body.pop("webhook_url", None), body.pop("webhook_events", None))
     job = to_job({}, body, "body", registry, ImageInputs(storage, tenant), batch_item=False,
-                 adapters=AdapterInputs(session, tenant))
+                 adapters=AdapterInputs(tenant))
     demand = jobs_db.copy_jobs(session, tenant_id=tenant, batch_id=None, priority=0,
                                max_attempts=get_settings().max_attempts, jobs=[job])
     if hook_url is not None:
