@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import quotas
+from api.adapter_inputs import AdapterInputs
 from api.estimate import estimate
 from api.image_inputs import ImageInputs
 from api.json_input import check_fields, check_metadata, decode, join
@@ -111,10 +112,12 @@ def _shown(value: Any) -> str:
 
 
 def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry,
-           images: ImageInputs | None = None, *, batch_item: bool = True) -> NewJob:
+           images: ImageInputs | None = None, *, batch_item: bool = True,
+           adapters: AdapterInputs | None = None) -> NewJob:
     """One batch item (or, with ``batch_item=False``, a job body) merged over the batch's
     defaults, checked and resolved against the registry. ``defaults`` were checked by
-    validate_header."""
+    validate_header. ``adapters`` checks uploaded adapters against the caller's own;
+    without it a spec naming one is refused."""
     if not isinstance(item, dict):
         raise InvalidSpec(f"{where or 'body'}: must be an object with at least a prompt", field=where or "body")
     check_fields(item, where)
@@ -149,6 +152,10 @@ def to_job(defaults: dict[str, Any], item: Any, where: str, registry: Registry,
             raise InvalidSpec(f"{join(where, 'init_image')}: input images are not accepted here",
                               field=join(where, "init_image"))
         images.apply(spec, join(where, ""))
+    if spec.get("loras"):
+        if adapters is None:
+            adapters = _NO_UPLOADS
+        adapters.apply(spec, registry, join(where, ""))
     return NewJob(id=uuid.uuid4(), model=spec["model"], queue=registry.get(spec["model"]).queue,
                   signature=signature(spec), spec=spec, custom_id=fields.get("custom_id"), metadata=metadata)
 
@@ -179,12 +186,25 @@ def create_batch(session: Session, *, tenant_id: uuid.UUID, header: dict[str, An
         session.flush()
     except IntegrityError:  # a concurrent request with the same key won the race
         raise Conflict("a request with this Idempotency-Key is being processed; retry to get its batch") from None
-    jobs = _Validated(defaults, items, registry, settings, images, sweep)
+    jobs = _Validated(defaults, items, registry, settings, images, sweep, AdapterInputs(tenant_id))
     demand = jobs_db.copy_jobs(session, tenant_id=tenant_id, batch_id=batch.id, priority=priority,
                                max_attempts=settings.max_attempts, jobs=jobs)
     batch.total = jobs.checked_count()
     quotas.admit(session, gate)  # over the queued-jobs limit: 429, and the transaction rolls back
     return batch, demand, True
+
+
+class _NoUploads:
+    """Where no tenant is known: a spec naming an uploaded adapter is refused."""
+
+    def apply(self, spec: dict, registry: Registry, where: str) -> None:
+        for i, ref in enumerate(spec["loras"]):
+            if ref["id"] not in registry.adapters:
+                field = f"{where}loras[{i}].id"
+                raise InvalidSpec(f"{field}: unknown adapter {ref['id']!r}", field=field)
+
+
+_NO_UPLOADS = _NoUploads()
 
 
 class _Validated:
@@ -194,8 +214,9 @@ class _Validated:
     item is one job per point of it (api/sweep.py), and the limit counts the jobs."""
 
     def __init__(self, defaults: dict[str, Any], items: Iterable[tuple[str, Any]], registry: Registry,
-                 settings: Settings, images: ImageInputs | None, sweep: Sweep | None = None) -> None:
-        self.defaults, self.items, self.images, self.sweep = defaults, items, images, sweep
+                 settings: Settings, images: ImageInputs | None, sweep: Sweep | None = None,
+                 adapters: AdapterInputs | None = None) -> None:
+        self.defaults, self.items, self.images, self.sweep, self.adapters = defaults, items, images, sweep, adapters
         self.registry, self.settings = registry, settings
         self.count = 0
 
@@ -206,7 +227,7 @@ class _Validated:
                 self.count += 1
                 if self.count > limit:
                     raise PayloadTooLarge(f"items: more than {limit} items in one batch")
-                job = to_job(self.defaults, item, where, self.registry, self.images)
+                job = to_job(self.defaults, item, where, self.registry, self.images, adapters=self.adapters)
                 check_servable(job, where)
                 yield job
                 continue
@@ -216,7 +237,7 @@ class _Validated:
                     raise PayloadTooLarge(f"items: {index + 1} items × {self.sweep.size} sweep points are more "
                                           f"than {limit} jobs in one batch (FRESCO_MAX_BATCH_ITEMS)")
                 try:
-                    job = to_job(self.defaults, point, where, self.registry, self.images)
+                    job = to_job(self.defaults, point, where, self.registry, self.images, adapters=self.adapters)
                 except InvalidSpec as e:
                     raise name_axis(e, where, indexes) from None
                 job = dataclasses.replace(job, sweep=coords, sweep_item=index)
@@ -240,7 +261,7 @@ def dry_run(session: Session, *, tenant_id: uuid.UUID, header: dict[str, Any], i
             raise Conflict("Idempotency-Key was already used with a different request body")
     defaults, _, _, _ = validate_header(header)
     sweep = check_sweep(header.get("sweep"), defaults, settings.max_batch_items)
-    jobs = _Validated(defaults, items, registry, settings, images, sweep)
+    jobs = _Validated(defaults, items, registry, settings, images, sweep, AdapterInputs(tenant_id))
     demand = Demand()
     for job in jobs:
         demand.add(job.queue, job.model, job.signature)

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from api import errors, metrics, openai_compat
 from api.limits import BodyLimit
 from api.request_id import RequestId
-from api.routes import batches, files, health, jobs, models, uploads, webhooks
+from api.routes import adapters, batches, files, health, jobs, models, uploads, webhooks
 from api.schemas import BatchCreate, JobCreate
 from api.ui import routes as gallery
 from fresco.logs import configure as configure_logs
@@ -34,7 +34,7 @@ errors.install(app, shapes=error_shapes)
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, shapes=error_shapes)
 app.add_middleware(metrics.HttpMetrics)
 app.add_middleware(RequestId)  # outermost: every line of the request, a 413 included, carries its id
-for router in (jobs.router, batches.router, uploads.router, models.router, files.router, health.router,
+for router in (jobs.router, batches.router, uploads.router, adapters.router, models.router, files.router, health.router,
                webhooks.router, metrics.router):
     app.include_router(router)
 app.include_router(openai_compat.router)  # /openai/v1: the openai package's images and Batch API

@@ -232,6 +232,25 @@ class UploadPublic(BaseModel):
     bytes: int
 
 
+class AdapterPublic(BaseModel):
+    id: str = Field(description="Put it in a spec's `loras`: `[{\"id\": ID, \"weight\": 0.8}]`.")
+    object: Literal["adapter"] = "adapter"
+    base: str = Field(description="The model it applies to; a job for another model naming it is a 422.")
+    origin: Literal["registry", "upload"] = Field(description="`registry`: registry.toml, every tenant's; "
+                                                              "`upload`: POST /v1/adapters, your tenant's only.")
+    description: str = ""
+    name: str | None = Field(default=None, description="Uploads: the label given at upload.")
+    bytes: int | None = Field(default=None, description="Uploads: size of the safetensors file.")
+    sha256: str | None = Field(default=None, description="Uploads: SHA-256 of the file.")
+    rank: int | None = Field(default=None, description="Uploads: the LoRA's rank (largest of its modules).")
+    created_at: datetime | None = None
+
+
+class AdapterList(BaseModel):
+    object: str = "list"
+    data: list[AdapterPublic]
+
+
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(description="postgres, redis, storage: `ok` or `down: <reason>`.")

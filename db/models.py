@@ -379,3 +379,21 @@ class OpenAIBatch(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (Index("ix_openai_batches_tenant_created", "tenant_id", "created_at", "batch_id"),)
+
+
+class Adapter(Base):
+    """A LoRA adapter a tenant uploaded (POST /v1/adapters), private to it; its file is
+    in object storage at fresco.adapters.ADAPTER_KEY. Registry adapters are not rows."""
+
+    __tablename__ = "adapters"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(64))  # the base model its keys were checked against
+    name: Mapped[str | None] = mapped_column(String(200))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rank: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_adapters_tenant", "tenant_id", "created_at"),)

@@ -46,6 +46,9 @@ class Family:
     # diffusers class names of its text-to-image pipeline (and subclasses); () for the
     # catch-all family of UNet pipelines with one text encoder.
     pipelines: tuple[str, ...] = ()
+    # The pipeline component LoRA adapters apply to (fresco/adapters.py): its name is also
+    # the prefix of its keys in diffusers' LoRA files ("unet.down_blocks…").
+    denoiser: str = "unet"
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -56,13 +59,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            pipelines=("StableDiffusionXLPipeline",)),
     # Stable Diffusion 3: an MMDiT transformer over two CLIP encoders and T5, flow matching
     Family("sd3", FLOW_SCHEDULERS, FLOW_SCHEDULERS, "flow_euler", "classifier-free", 16,
-           refuses={"beta_schedule": _NO_BETAS}, pipelines=("StableDiffusion3Pipeline",)),
+           refuses={"beta_schedule": _NO_BETAS}, pipelines=("StableDiffusion3Pipeline",), denoiser="transformer"),
     # Flux: a guidance-distilled transformer over CLIP and T5, flow matching
     Family("flux", FLOW_SCHEDULERS, FLOW_SCHEDULERS, "flow_euler", "distilled", 16,
            refuses={"beta_schedule": _NO_BETAS,
                     "negative_prompt": "Flux is guidance-distilled: it has no unconditional pass for a "
                                        "negative prompt to steer"},
-           pipelines=("FluxPipeline",)),
+           pipelines=("FluxPipeline",), denoiser="transformer"),
 )}
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fresco.adapters import AdapterEntry
 from fresco.constants import DEFAULT_QUEUE
 from fresco.errors import RegistryError
 from fresco.families import FAMILIES, FamilyName
@@ -102,7 +103,7 @@ class ModelEntry(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelEntry":
+    def _consistent(self) -> ModelEntry:
         family = FAMILIES[self.family]
         for name in self.schedulers:
             if name not in SCHEDULERS:
@@ -175,10 +176,16 @@ class ModelEntry(BaseModel):
 class Registry:
     """Loaded registry. The first entry (or ``default``) is the default model."""
 
-    def __init__(self, entries: list[ModelEntry], default: str, root: Path) -> None:
+    def __init__(self, entries: list[ModelEntry], default: str, root: Path,
+                 adapters: list[AdapterEntry] | None = None) -> None:
         self.entries = {e.id: e for e in entries}
         self.default = default
         self.root = root
+        self.adapters = {a.id: a for a in adapters or []}
+
+    def adapters_for(self, model_id: str) -> list[AdapterEntry]:
+        """The registry's adapters made for this model."""
+        return [a for a in self.adapters.values() if a.base == model_id]
 
     def get(self, model_id: str) -> ModelEntry | None:
         return self.entries.get(model_id)
@@ -228,7 +235,30 @@ def load_registry(path: Path | str) -> Registry:
     default = raw.get("default", entries[0].id)
     if default not in ids:
         raise RegistryError(f"model registry {path}: default {default!r} is not a listed model")
-    return Registry(entries, default, path.parent.resolve())
+    adapters = _load_adapters(path, raw.get("adapters", []), set(ids))
+    return Registry(entries, default, path.parent.resolve(), adapters)
+
+
+def _load_adapters(path: Path, items: Any, models: set[str]) -> list[AdapterEntry]:
+    """The ``[[adapters]]`` entries (fresco/adapters.py): LoRAs naming their base model."""
+    if not isinstance(items, list):
+        raise RegistryError(f"model registry {path}: adapters must be [[adapters]] tables")
+    adapters: list[AdapterEntry] = []
+    for i, item in enumerate(items):
+        name = item.get("id", f"#{i + 1}") if isinstance(item, dict) else f"#{i + 1}"
+        try:
+            adapter = AdapterEntry.model_validate(item)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise RegistryError(f"model registry {path}: adapter {name!r}, field "
+                                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        if adapter.base not in models:
+            raise RegistryError(f"model registry {path}: adapter {name!r}, field base: {adapter.base!r} is not a "
+                                "listed model")
+        if any(a.id == adapter.id for a in adapters):
+            raise RegistryError(f"model registry {path}: adapter id {adapter.id!r} is listed twice")
+        adapters.append(adapter)
+    return adapters
 
 
 @functools.lru_cache(maxsize=4)

@@ -142,6 +142,9 @@ class Settings(_FrescoSettings):
     # images (the OpenAI API has no asynchronous form); past it the unfinished jobs are
     # canceled and the answer is a 504 (api/openai_compat/images.py).
     openai_wait_s: float = Field(default=300.0, gt=0, le=3600)
+    # Largest LoRA file POST /v1/adapters accepts (fresco/adapters.py); 413 above it (and
+    # above max_body_bytes, which every request is held to).
+    adapter_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
     # --- delivery ---------------------------------------------------------------------
     lease_s: float = 60.0
@@ -224,6 +227,9 @@ class Settings(_FrescoSettings):
     autotune: bool = True
     preload: CommaList = []  # model ids loaded before the worker consumes; env: comma-separated
     cache_budget_bytes: int | None = None  # default: a fraction of device memory
+    # Bytes of LoRA weights a render process keeps applied to its warm models
+    # (worker/adapters.py); the least recently used adapter is unloaded past it.
+    adapter_cache_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     queues: CommaList = []  # env: comma-separated; empty: every queue the registry uses
     progress_interval_s: float = 0.5
     # torch.compile the UNet on CUDA, one graph per batch shape, warmed at preload for

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fresco.adapters import MAX_LORAS, MAX_WEIGHT, MIN_WEIGHT, check_loras
 from fresco.errors import InvalidSpec
 from fresco.families import check_spec as check_family
 from fresco.registry import BETA_SCHEDULES, OUTPUT_FORMATS, ModelEntry, Registry
@@ -37,11 +38,22 @@ MAX_JSON_DEPTH = 32
 # share one sampling call. Everything else (prompt, negative prompt, seed, format) is
 # per image.
 SIGNATURE_FIELDS = ("model", "kind", "width", "height", "steps", "scheduler", "beta_schedule", "guidance_scale",
-                    "strength")
+                    "strength", "loras")
 
 
 _INT = "A JSON integer (not a string such as \"64\", not 64.0, not a boolean)."
 _NUM = "A JSON number (an integer is fine; not a string, not a boolean, finite)."
+
+
+class LoraRef(BaseModel):
+    """One adapter a job applies, and how strongly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    id: str = Field(description="An adapter id from GET /v1/adapters (the registry's, or one your tenant uploaded) "
+                                "made for the job's model.")
+    weight: float = Field(default=1.0, description=f"How strongly it applies, {MIN_WEIGHT:g}..{MAX_WEIGHT:g}: 0 draws "
+                                                   f"the base model's picture, 1 the adapter's as trained. {_NUM}")
 
 
 class SpecFields(BaseModel):
@@ -66,6 +78,10 @@ class SpecFields(BaseModel):
     mask_image: str | None = Field(default=None, description="Inpainting mask (white = repaint), as init_image; needs init_image.")
     strength: float | None = Field(default=None, gt=0, le=1, description=f"Image-to-image: how far from init_image, (0, 1]; default 0.8. int(steps × strength) must be at least 1. {_NUM}")
     reuse: bool | None = Field(default=None, description="The result cache: true gives this job the image of an identical earlier job of your tenant that succeeded (same model revision, every spec field and the seed; so give a seed) instead of rendering it again; the job then names it in `reused_from`. Default false: always render.")
+    loras: list[LoraRef] | None = Field(default=None, description=f"LoRA adapters applied to the model for this job, at "
+                                       f"most {MAX_LORAS}, each id once: `[{{\"id\": \"shapes-swap\", "
+                                       f"\"weight\": 0.8}}]`. Jobs with the same adapters and weights share a "
+                                       "sampling call. See docs/models.md, Adapters.")
     custom_id: str | None = Field(default=None, description="Your own reference, echoed back.")
     metadata: dict[str, Any] | None = Field(default=None, description=f"Your own JSON object, echoed back: at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON, nested at most {MAX_JSON_DEPTH} levels, finite numbers only.")
 
@@ -166,6 +182,8 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "",
                                    f"steps; raise strength or steps so that int(steps × strength) is at least 1")
 
     check_family(entry, fields, where)
+    # loras from the batch's defaults: an error names defaults.loras…, where to fix it
+    loras = check_loras(fields.get("loras"), entry, registry, "defaults." if "loras" in inherited else where)
     spec = {
         "model": entry.id,
         "kind": kind,
@@ -184,6 +202,8 @@ def resolve(fields: dict[str, Any], registry: Registry, *, where: str = "",
         spec.update(init_image=init_image, mask_image=mask_image, strength=strength)
     if fields.get("reuse"):  # only when asked: the specs of every other job stay as they were
         spec["reuse"] = True
+    if loras:  # absent when none: a job without adapters has the spec it always had
+        spec["loras"] = loras
     return spec
 
 
@@ -198,8 +218,11 @@ class Signature:
 
     Printed readable on purpose (it is stored in the jobs table and shows in logs and
     Flower): ``model|kind|WxH|steps|scheduler|beta or -|guidance`` and ``|s<strength>``
-    for image-to-image and inpainting, numbers as ``%g``. ``str`` prints it and
-    :meth:`parse` reads it back; print(parse(text)) == text for every printed form."""
+    for image-to-image and inpainting, numbers as ``%g``, then ``|l<id>@<weight>+…`` when
+    the job applies LoRA adapters (sorted by id, weights as ``repr`` so that equal
+    signatures mean exactly equal weights: the worker applies the first job's). ``str``
+    prints it and :meth:`parse` reads it back; print(parse(text)) == text for every
+    printed form."""
 
     model: str
     kind: str
@@ -210,30 +233,41 @@ class Signature:
     beta_schedule: str | None
     guidance_scale: float
     strength: float | None = None
+    loras: tuple[tuple[str, float], ...] = ()  # (adapter id, weight), sorted by id
 
     @classmethod
-    def of(cls, spec: dict[str, Any]) -> "Signature":
+    def of(cls, spec: dict[str, Any]) -> Signature:
         """The signature of a resolved spec (see :func:`resolve`)."""
+        loras = tuple((r["id"], float(r["weight"])) for r in spec.get("loras") or ())
         return cls(spec["model"], spec["kind"], spec["width"], spec["height"], spec["steps"], spec["scheduler"],
-                   spec["beta_schedule"], spec["guidance_scale"], spec.get("strength"))
+                   spec["beta_schedule"], spec["guidance_scale"], spec.get("strength"), loras)
 
     def __str__(self) -> str:
         text = (f"{self.model}|{self.kind}|{self.width}x{self.height}|{self.steps}"
                 f"|{self.scheduler}|{self.beta_schedule or '-'}|{self.guidance_scale:g}")
         if self.strength is not None:
             text += f"|s{self.strength:g}"
+        if self.loras:
+            text += "|l" + "+".join(f"{name}@{weight!r}" for name, weight in self.loras)
         return text
 
     @classmethod
-    def parse(cls, text: str) -> "Signature":
+    def parse(cls, text: str) -> Signature:
         """Read a printed signature; ValueError names what is wrong with it."""
         parts = text.split("|")
-        if len(parts) not in (7, 8) or "x" not in parts[2] or (len(parts) == 8 and not parts[7].startswith("s")):
+        tail = parts[7:]
+        strength = float(tail.pop(0)[1:]) if tail and tail[0].startswith("s") else None
+        loras: tuple[tuple[str, float], ...] = ()
+        if tail and tail[0].startswith("l") and len(tail[0]) > 1:
+            pairs = [item.rpartition("@") for item in tail.pop(0)[1:].split("+")]
+            if not all(name and sep for name, sep, _ in pairs):
+                raise ValueError(f"not a batch signature: {text!r}")
+            loras = tuple((name, float(weight)) for name, _, weight in pairs)
+        if len(parts) < 7 or tail or "x" not in parts[2]:
             raise ValueError(f"not a batch signature: {text!r}")
         width, height = (int(x) for x in parts[2].split("x", 1))
         return cls(parts[0], parts[1], width, height, int(parts[3]), parts[4],
-                   None if parts[5] == "-" else parts[5], float(parts[6]),
-                   float(parts[7][1:]) if len(parts) == 8 else None)
+                   None if parts[5] == "-" else parts[5], float(parts[6]), strength, loras)
 
 
 def signature(spec: dict[str, Any]) -> str:

@@ -77,7 +77,7 @@ def isolate_suspects(res: Resources, unit: Unit) -> None:
     the queue, attempt not counted, for units of their own: one call per unit, so that a
     crash accuses exactly its jobs. Jobs without evidence, a lost worker's included,
     stay together in one call."""
-    calls = unit.groups(unit.jobs, unit.entry.batch_size(res.device))
+    calls = unit.groups(unit.jobs, res.batch_size(unit.entry))
     suspect_calls = [c for c in calls if c[0].crashes >= SUSPECT_AFTER_CRASHES]
     if not suspect_calls:
         return

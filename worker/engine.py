@@ -42,6 +42,7 @@ from fresco.registry import Registry, get_registry
 from fresco.settings import Settings, get_settings
 from fresco.storage import open_storage
 from worker import metrics, record, result_cache, task_report
+from worker.adapters import AdapterCache
 from worker.claim import claim_unit, isolate_suspects
 from worker.drain import Drain, ShutdownRequested
 from worker.handback import hand_back
@@ -175,7 +176,7 @@ class Engine:
         # 6. storing and recording each job's outcome as soon as its call ends (serial),
         # or on the store thread once the unit's calls are done (pipelined).
         try:
-            for group in unit.groups(todo, unit.entry.batch_size(self.res.device)):
+            for group in unit.groups(todo, self.res.batch_size(unit.entry)):
                 for outcome in render_group(self.res, unit, group, drain=self.drain):
                     if self.stores.enabled:
                         later.append(outcome)
@@ -239,6 +240,7 @@ def get_engine() -> Engine:
         device = pick_device(settings)
         configure_threads(settings, device)
         registry = get_registry()
-        _engine = Engine(Resources(settings, registry, open_storage(settings), ModelCache(registry, settings, device),
-                                   device))
+        storage = open_storage(settings)
+        _engine = Engine(Resources(settings, registry, storage, ModelCache(registry, settings, device), device,
+                                   AdapterCache(registry, settings, storage)))
     return _engine

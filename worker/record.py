@@ -111,6 +111,8 @@ def job_timings(res: Resources, unit: Unit, job: ClaimedJob, extra: dict[str, An
          # this render process's model-cache counters so far (loads stay 1 per model
          # while it is warm, whatever the scheduler or noise schedule)
          "model_loads": res.cache.stats.loads, "model_evictions": res.cache.stats.evictions}
+    if res.adapters is not None and job.spec.get("loras"):  # and its adapter cache's (worker/adapters.py)
+        t.update(adapter_loads=res.adapters.stats.loads, adapter_evictions=res.adapters.stats.evictions)
     t["total_s"] = time.time() - job.started_at.timestamp()
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in t.items()}
 

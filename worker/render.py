@@ -40,6 +40,7 @@ def render_group(res: Resources, unit: Unit, group: list[ClaimedJob], *, drain: 
     drain.check("the next call")
     t0 = time.perf_counter()
     try:
+        apply_adapters(res, unit, group[0].spec.get("loras"))
         pixels = sampler.render(unit.pipe, unit.scheduler_config, [j.spec for j in group],
                                 on_step=step_callback(res, unit, group, drain),
                                 pad_to=shape if res.pad_batches else None)
@@ -72,6 +73,15 @@ def render_group(res: Resources, unit: Unit, group: list[ClaimedJob], *, drain: 
     for job, image in zip(group, pixels):
         if job.id in live:  # else canceled or lost meanwhile: its image is discarded
             yield Rendered(job, image, {"sampling_s": sampling_s, "batch_size": len(group)})
+
+
+def apply_adapters(res: Resources, unit: Unit, loras: list[dict] | None) -> None:
+    """The call's LoRA adapters on the warm base, or none (worker/adapters.py): every call
+    sets them, so one call's adapters never leak into the next."""
+    if res.adapters is not None:
+        res.adapters.apply(unit.entry, unit.pipe, loras)
+    elif loras:
+        raise RenderError("this render process has no adapter cache; jobs with loras cannot run here")
 
 
 def step_callback(res: Resources, unit: Unit, group: list[ClaimedJob], drain: Drain) -> sampler.StepCallback:

@@ -24,6 +24,7 @@ from worker import task_report
 if TYPE_CHECKING:
     import numpy as np
 
+    from worker.adapters import AdapterCache
     from worker.lease import Lease
     from worker.model_cache import ModelCache
 
@@ -35,6 +36,7 @@ class Resources:
     storage: Storage
     cache: ModelCache
     device: str
+    adapters: AdapterCache | None = None  # LoRAs on the warm models (worker/adapters.py)
     # model id -> batch size the preload tuning chose (CUDA; worker/autotune.py)
     tuned_batch: dict[str, int] = field(default_factory=dict)
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from api import cursors, quotas
 from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.errors import AUTHED, error_responses
+from api.adapter_inputs import AdapterInputs
 from api.image_inputs import ImageInputs
 from api.ingest import to_job
 from api.job_wait import wait_for_jobs
@@ -101,7 +102,8 @@ def _submit(raw: bytes, tenant: uuid.UUID, session: Session, registry: Registry,
     if isinstance(body, dict):
         hook_url, hook_events = check_webhook(body.pop("webhook_url", None), body.pop("webhook_events", None))
     gate = quotas.hold(session, tenant_id=tenant, settings=get_settings())
-    job = to_job({}, body, "body", registry, ImageInputs(storage, tenant), batch_item=False)
+    job = to_job({}, body, "body", registry, ImageInputs(storage, tenant), batch_item=False,
+                 adapters=AdapterInputs(tenant))
     demand = jobs_db.copy_jobs(session, tenant_id=tenant, batch_id=None, priority=0,
                                max_attempts=get_settings().max_attempts, jobs=[job])
     quotas.admit(session, gate)  # 429 and nothing created when over the tenant's queued-jobs limit

@@ -49,6 +49,32 @@ def test_bad_entry_names_the_entry_and_field(tmp_path, extra, entry, field):
     assert f"'{entry}'" in e.value.message and field in e.value.message
 
 
+def test_shipped_adapters_name_a_listed_base_and_a_file_that_exists():
+    from fresco.adapters import registry_file
+
+    registry = load_registry(REPO_ROOT / "models" / "registry.toml")
+    assert registry.adapters, "the registry ships an adapter"
+    for adapter in registry.adapters.values():
+        assert adapter.base in registry.entries
+        source = registry_file(registry, adapter)
+        assert source.startswith(("hub:", "s3://")) or (REPO_ROOT / source).is_file(), source
+
+
+@pytest.mark.parametrize("adapter,field", [
+    ('id = "a1"\nbase = "nope"\nsource = "x"', "base"),
+    ('id = "a_1"\nbase = "m1"\nsource = "x"', "id"),
+    ('id = "a1"\nbase = "m1"', "source"),
+    ('id = "a1"\nbase = "m1"\nsource = "x"\nscale = 2', "scale"),
+])
+def test_bad_adapter_entry_names_the_adapter_and_field(tmp_path, adapter, field):
+    with pytest.raises(RegistryError) as e:
+        load_registry(_write(tmp_path, GOOD + "\n[[adapters]]\n" + adapter + "\n"))
+    assert "adapter 'a" in e.value.message and f"field {field}" in e.value.message, e.value.message
+    twice = "\n[[adapters]]\nid = \"a1\"\nbase = \"m1\"\nsource = \"x\"\n"
+    with pytest.raises(RegistryError, match="listed twice"):
+        load_registry(_write(tmp_path, GOOD + twice + twice))
+
+
 def test_file_level_errors(tmp_path):
     with pytest.raises(RegistryError, match="does not exist"):
         load_registry(tmp_path / "nope.toml")
