@@ -121,8 +121,10 @@ class Batch(Base):
     # A sweep's axes as submitted ({axis: [values]}; migration 0009), and its contact
     # sheets once the batch ended: [{item, key, width, height}], NULL until built (the
     # sweeper builds what is missing: worker/sheets.py), [] when nothing succeeded.
-    sweep: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    contact_sheets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # none_as_null: a batch without a sweep must be SQL NULL, not JSON null, or the
+    # sweeper's `sweep IS NOT NULL` would take every such batch for a sweep.
+    sweep: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    contact_sheets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_batches_idempotency"),
@@ -176,7 +178,7 @@ class Job(Base):
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_events: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     # A sweep's job: its coordinates ({axis: value}) and the batch item it came from.
-    sweep: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    sweep: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     sweep_item: Mapped[int | None] = mapped_column(Integer)
     # The result cache (migration 0008): a succeeded job's hash of canonical spec and
     # model revision (worker/result_cache.py), and, for a job served from the cache,

@@ -35,7 +35,8 @@ def due(session: Session, *, limit: int) -> list[DueBatch]:
     first, through the partial index ix_batches_sheets_due."""
     rows = session.execute(text(
         "SELECT id, tenant_id, sweep, last_finished_at FROM batches "
-        "WHERE sweep IS NOT NULL AND contact_sheets IS NULL AND n_queued = 0 AND n_running = 0 "
+        "WHERE sweep IS NOT NULL AND jsonb_typeof(sweep) = 'array' AND contact_sheets IS NULL "
+        "AND n_queued = 0 AND n_running = 0 "
         "ORDER BY created_at LIMIT :limit"), {"limit": limit})
     return [DueBatch(*r) for r in rows]
 

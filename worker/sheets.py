@@ -41,7 +41,11 @@ def sheets_pass(storage: Storage) -> int:
         due = sheets_db.due(s, limit=MAX_PER_PASS)
     built = 0
     for batch in due:
-        sheets = build(storage, batch)
+        try:
+            sheets = build(storage, batch)
+        except Exception as e:  # noqa: BLE001 -- one batch's failure must not stop the others' sheets
+            log.error("contact sheets of batch %s not built: %s: %s", batch.id, type(e).__name__, e)
+            continue
         with session_scope() as s:
             if sheets_db.record(s, batch_id=batch.id, seen_finished_at=batch.last_finished_at, sheets=sheets):
                 built += 1
