@@ -121,6 +121,20 @@ def install(app: FastAPI, shapes: dict[str, ErrorShape] | None = None) -> None:
         return respond(request, 503, "service_unavailable", "the database is unavailable; retry later",
                        {"Retry-After": RETRY_AFTER_S})
 
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    @app.exception_handler(psycopg.DataError)
+    async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+        # A value Postgres refuses as data (a NUL in a query parameter or an id, for one):
+        # bad input, not a fault. The statement failed, so its transaction rolled back and
+        # nothing was stored. Request bodies are checked before this (api/json_input.py);
+        # this covers every parameter that reaches a query unchecked.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        if "NUL" in reason:
+            message = "a value of this request contains a NUL character, which the farm cannot store or look up"
+        else:
+            message = f"a value of this request cannot be stored: {reason}"
+        return respond(request, 422, "invalid_request", message)
+
     @app.exception_handler(Exception)
     async def _broken(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not bad input (that is a 4xx before anything is stored): still the
