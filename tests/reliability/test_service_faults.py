@@ -166,9 +166,9 @@ def test_redis_restart_while_jobs_run(bfarm, record_property):
             b=batch) > 0
     wait_until(mid_render, 240, "a unit mid-render and work still queued", interval=0.05)
     waiting = farm.redis.client().llen("fresco.render")
-    farm.redis.shutdown()
+    running = counts(farm, batch)["running"]  # read before the stop: a loaded machine may finish
+    farm.redis.shutdown()                     # the unit while the broker saves its AOF and exits
     down = db_now(farm)
-    running = counts(farm, batch)["running"]
     # The broker is away: claimed units finish and record their outcome; no new claims.
     wait_until(lambda: counts(farm, batch)["running"] == 0, 240, "the running units to finish without Redis")
     during = counts(farm, batch)
