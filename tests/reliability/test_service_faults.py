@@ -572,7 +572,7 @@ def fuzz_farm(pg, tmp_path_factory):
 
 
 FUZZ_SEED = 20261127
-FUZZ_EXAMPLES = {"positive": 20, "negative": 10}  # per operation (the API has about 50 operations)
+FUZZ_EXAMPLES = {"positive": 15, "negative": 8}  # per operation (the API has about 50 operations)
 
 
 @pytest.mark.slow
