@@ -59,7 +59,14 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import REDIS_DB, RESULTS, ROOT, percentile, report, setup_environment, teardown_environment, write_registry
+from harness import (
+    REDIS_DB,
+    percentile,
+    report,
+    setup_environment,
+    teardown_environment,
+    write_registry,
+)
 
 MODEL = "shapes"
 SIDE = 32  # the tiny image each job stores (32 x 32 PNG and its thumbnail)
@@ -431,6 +438,85 @@ def submit_queue(farm, jobs: int, tenants: int, per_batch: int) -> list[tuple[st
     return targets
 
 
+def run_phase(spawn, ctx: dict, probe: Probe, conn, store: Path, args, n: int, call_s: float) -> dict:
+    """Start ``n`` workers (none: the pollers alone), warm up, measure, stop them."""
+    stop, ready = spawn.Event(), spawn.Value("i", 0)
+    procs = []
+    if n:
+        nprocs = min(n, args.procs)
+        for i in range(nprocs):
+            threads = n // nprocs + (1 if i < n % nprocs else 0)
+            out = str(store / f"fleet-{n}-{call_s}-{i}.json")
+            proc = spawn.Process(target=worker_process, args=({**ctx, "call_s": call_s}, threads, ready, stop, out))
+            proc.start()
+            procs.append((proc, out))
+        deadline = time.time() + 120
+        while ready.value < n and time.time() < deadline:
+            time.sleep(0.1)
+    time.sleep(args.warm_s)
+    done0, t_start = succeeded(conn), time.time()
+    probe.start(set().union(*(_tree(pr.pid) for pr, _ in procs)) if procs else set())
+    time.sleep(args.measure_s)
+    m = probe.finish()
+    done1, t_end = succeeded(conn), time.time()
+    left = queued(conn)
+    stop.set()
+    samples: list = []
+    for proc, out in procs:
+        proc.join(timeout=120)
+        samples += json.loads(Path(out).read_text())
+    calls = window(samples, "call", t_start, t_end)
+    mean_call = statistics.mean(calls) / 1000 if calls else call_s
+    units = window(samples, "unit", t_start, t_end)
+    return {"workers": n, "call_s": call_s, "t0": t_start, "t1": t_end,
+            "jobs_per_s": (done1 - done0) / (t_end - t_start),
+            "ideal_jobs_per_s": n * args.batch / mean_call if n else 0.0,
+            "mean_jobs_per_call": statistics.mean(units) if units else 0, "queued_left": left, **m,
+            **{f"{k}_ms": {q: p(window(samples, k, t_start, t_end), int(q[1:])) for q in ("p50", "p99")}
+               for k in ("claim", "touch", "store", "record", "store_wait")}}
+
+
+def tables(phases: list[dict], args, submit_s: float) -> None:
+    """The throughput table, then what each side's CPU costs per job and per read."""
+    base = phases[0]["read_ms"]
+    rows, costs = [], []
+    for ph in phases:
+        c, r50, r99 = ph["cores"], ph["read_ms"]["p50"], ph["read_ms"]["p99"]
+        vs_floor = round(r99 / base["p99"], 2) if isinstance(r99, float) and isinstance(base["p99"], float) else ""
+        common = [f"{r50} / {r99}", vs_floor, round(c["postgres"], 2), round(c["api"], 2), round(c["redis"], 2),
+                  round(c["fleet"], 2), f"{ph['machine_busy']:.0%}", round(ph["redis_cmds_per_s"])]
+        if not ph["workers"]:  # the pollers alone: the reads' floor
+            rows.append(["0 (pollers only)", "", "", "", "", "", "", "", *common, ""])
+            continue
+        jobs_s = max(ph["jobs_per_s"], 1e-9)
+        rows.append([ph["workers"], ph["call_s"], round(ph["ideal_jobs_per_s"], 1), round(ph["jobs_per_s"], 1),
+                     round(ph["jobs_per_s"] / ph["ideal_jobs_per_s"], 3),
+                     f"{ph['claim_ms']['p50']} / {ph['claim_ms']['p99']}",
+                     f"{ph['record_ms']['p50']} / {ph['record_ms']['p99']}",
+                     f"{ph['store_wait_ms']['p50']} / {ph['store_wait_ms']['p99']}", *common,
+                     "; ".join(f"{k} {v}" for k, v in list(ph["pg_active_backends"].items())[:3])])
+        reads_s = max(ph["read_ms"]["per_s"], 1e-9)
+        base_api = phases[0]["cores"]["api"] / max(phases[0]["read_ms"]["per_s"], 1e-9)
+        costs.append([ph["workers"], ph["call_s"], round(ph["jobs_per_s"], 1),
+                      round(1000 * c["postgres"] / jobs_s, 3), round(1000 * c["redis"] / jobs_s, 3),
+                      round(1000 * c["fleet"] / jobs_s, 3), round(ph["redis_cmds_per_s"] / jobs_s, 2),
+                      round(1000 * c["api"] / reads_s, 2), round(1000 * base_api, 2),
+                      round(ph["ungranted_locks_mean"], 2)])
+    report("fleet", f"Fleet: simulated GPU workers (B={args.batch}) against one Postgres and one Redis, "
+           f"{args.clients} clients polling GET /v1/batches/{{id}} every {args.poll_s} s",
+           ["workers", "call s", "ideal jobs/s (N×B/call)", "jobs/s", "/ ideal", "claim ms p50 / p99",
+            "record ms p50 / p99 (per job)", "wait for last unit's stores ms p50 / p99", "batch read ms p50 / p99",
+            "read p99 / no-worker p99", "Postgres cores", "API cores", "Redis cores", "fleet cores", "machine busy",
+            "Redis cmds/s", "Postgres backends active (mean): top waits"], rows,
+           {"phases": phases, "submit_s": submit_s, "batch": args.batch, "clients": args.clients,
+            "poll_s": args.poll_s, "jobs": args.jobs, "tenants": args.tenants, "procs": args.procs,
+            "pool": args.pool})
+    report("fleet-costs", "Fleet: CPU per job and per read (cores / rate, same phases)",
+           ["workers", "call s", "jobs/s", "Postgres CPU ms per job", "Redis CPU ms per job",
+            "fleet CPU ms per job (the workers' own)", "Redis cmds per job", "API CPU ms per batch read",
+            "API CPU ms per read, pollers only", "ungranted locks (mean)"], costs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="8,16,32,64", help="worker counts, one phase each (comma-separated)")
@@ -469,7 +555,7 @@ def main() -> None:
     queue_name = get_registry().get(MODEL).queue
     redis.Redis(db=REDIS_DB).set(BROKER_EPOCH_KEY, "fleet")  # no "broker lost its data" republish
     farm = Farm(store)
-    rows, extra = [], {"phases": []}
+    extra: dict = {"phases": []}
     stop_sweeper = threading.Event()
     spawn = mp.get_context("spawn")  # fresh interpreters: no forked locks of this process's threads
     poll_stop = spawn.Event()
@@ -488,87 +574,30 @@ def main() -> None:
                                                          args.poll_s, poll_stop, poll_out))
         poller.start()
         threading.Thread(target=run_sweeper, args=(stop_sweeper, settings.sweep_interval_s), daemon=True).start()
-        probe = Probe(psycopg.connect(os.environ["FRESCO_DATABASE_URL"], autocommit=True), name, farm.procs["api"].popen.pid, poller.pid)
+        probe = Probe(psycopg.connect(os.environ["FRESCO_DATABASE_URL"], autocommit=True), name,
+                      farm.procs["api"].popen.pid, poller.pid)
         ctx = {"broker_url": settings.broker_url, "queue": queue_name, "batch": args.batch, "lease_s": settings.lease_s,
                "progress_s": settings.progress_interval_s, "batch_wait_s": settings.batch_wait_ms / 1000,
                "beat_s": settings.liveness_beat_s, "check_s": settings.dead_child_check_s,
                "liveness_timeout_s": settings.liveness_timeout_s, "jitter": args.jitter, "pool": args.pool,
                "event_channel": f"/{REDIS_DB}.{EVENT_EXCHANGE}/task.progress",
                "event": json.dumps({"body": "x" * 600, "headers": {}, "properties": {}})}
-        all_samples: list = []
         phases = [(0, 0.0)] + [(n, c) for c in calls for n in counts]
         for n, call_s in phases:
-            stop, ready = spawn.Event(), spawn.Value("i", 0)
-            procs = []
-            if n:
-                nprocs = min(n, args.procs)
-                for i in range(nprocs):
-                    threads = n // nprocs + (1 if i < n % nprocs else 0)
-                    out = str(store / f"fleet-{n}-{call_s}-{i}.json")
-                    proc = spawn.Process(target=worker_process, args=({**ctx, "call_s": call_s}, threads, ready, stop, out))
-                    proc.start()
-                    procs.append((proc, out))
-                deadline = time.time() + 120
-                while ready.value < n and time.time() < deadline:
-                    time.sleep(0.1)
-            time.sleep(args.warm_s)
-            fleet = set().union(*(_tree(pr.pid) for pr, _ in procs)) if procs else set()
-            done0, t_start = succeeded(conn), time.time()
-            probe.start(fleet)
-            time.sleep(args.measure_s)
-            m = probe.finish()
-            done1, t_end = succeeded(conn), time.time()
-            left = queued(conn)
-            stop.set()
-            for proc, out in procs:
-                proc.join(timeout=120)
-                all_samples += [(k, t, v, n, call_s) for k, t, v in json.loads(Path(out).read_text())]
-            ph = [(k, t, v) for k, t, v, pn, pc in all_samples if pn == n and pc == call_s]
-            jobs_s = (done1 - done0) / (t_end - t_start)
-            mean_call = statistics.mean(window(ph, "call", t_start, t_end) or [call_s * 1000]) / 1000
-            ideal = n * args.batch / mean_call if n else 0.0
-            units = window(ph, "unit", t_start, t_end)
-            phase = {"workers": n, "call_s": call_s, "t0": t_start, "t1": t_end, "jobs_per_s": jobs_s, "ideal_jobs_per_s": ideal,
-                     "mean_jobs_per_call": statistics.mean(units) if units else 0, "queued_left": left, **m,
-                     **{f"{k}_ms": {"p50": p(window(ph, k, t_start, t_end), 50), "p99": p(window(ph, k, t_start, t_end), 99)}
-                        for k in ("claim", "touch", "store", "record", "store_wait")}}
+            phase = run_phase(spawn, ctx, probe, conn, store, args, n, call_s)
             extra["phases"].append(phase)
             print(json.dumps(phase, default=str), flush=True)
-            if n and left == 0:
+            if n and phase["queued_left"] == 0:
                 print("WARNING: the queue ran dry in this phase; its rate is a lower bound", flush=True)
         poll_stop.set()
         poller.join(timeout=60)
         reads = json.loads(Path(poll_out).read_text())
         for phase in extra["phases"]:
-            ms = [v for t, v, st in reads if phase["t0"] <= t <= phase["t1"]]
-            errors = sum(1 for t, v, st in reads if phase["t0"] <= t <= phase["t1"] and st != 200)
-            phase["read_ms"] = {"p50": p(ms, 50), "p99": p(ms, 99), "n": len(ms), "errors": errors}
-        base = extra["phases"][0]["read_ms"]
-        for ph in extra["phases"]:
-            c = ph["cores"]
-            ratio = round(ph["jobs_per_s"] / ph["ideal_jobs_per_s"], 3) if ph["ideal_jobs_per_s"] else ""
-            r50, r99 = ph["read_ms"]["p50"], ph["read_ms"]["p99"]
-            if not ph["workers"]:  # the pollers alone: the reads' floor
-                rows.append(["0 (pollers only)", "", "", "", "", "", "", "", f"{r50} / {r99}", 1.0,
-                             round(c["postgres"], 2), round(c["api"], 2), round(c["redis"], 2), 0,
-                             f"{ph['machine_busy']:.0%}", round(ph["redis_cmds_per_s"]), ""])
-                continue
-            rows.append([ph["workers"], ph["call_s"], round(ph["ideal_jobs_per_s"], 1), round(ph["jobs_per_s"], 1), ratio,
-                         f"{ph['claim_ms']['p50']} / {ph['claim_ms']['p99']}", f"{ph['record_ms']['p50']} / {ph['record_ms']['p99']}",
-                         f"{ph['store_wait_ms']['p50']} / {ph['store_wait_ms']['p99']}",
-                         f"{r50} / {r99}", round(r99 / base["p99"], 2) if isinstance(r99, float) and isinstance(base["p99"], float) else "",
-                         round(c["postgres"], 2), round(c["api"], 2), round(c["redis"], 2), round(c["fleet"], 2),
-                         f"{ph['machine_busy']:.0%}", round(ph["redis_cmds_per_s"]),
-                         "; ".join(f"{k} {v}" for k, v in list(ph["pg_active_backends"].items())[:3])])
-        extra.update({"batch": args.batch, "clients": args.clients, "poll_s": args.poll_s, "jobs": args.jobs,
-                      "tenants": args.tenants, "procs": args.procs, "pool": args.pool})
-        report("fleet", f"Fleet: simulated GPU workers (B={args.batch}) against one Postgres and one Redis, "
-               f"{args.clients} clients polling GET /v1/batches/{{id}} every {args.poll_s} s",
-               ["workers", "call s", "ideal jobs/s (N×B/call)", "jobs/s", "/ ideal", "claim ms p50 / p99",
-                "record ms p50 / p99 (per job)", "wait for last unit's stores ms p50 / p99", "batch read ms p50 / p99", "read p99 / no-worker p99",
-                "Postgres cores", "API cores", "Redis cores", "fleet cores", "machine busy", "Redis cmds/s",
-                "Postgres backends active (mean): top waits"], rows, {"phases": extra["phases"],
-                                                                      "submit_s": extra["submit_s"]})
+            inside = [(v, st) for t, v, st in reads if phase["t0"] <= t <= phase["t1"]]
+            ms = [v for v, _ in inside]
+            phase["read_ms"] = {"p50": p(ms, 50), "p99": p(ms, 99), "n": len(ms), "per_s": len(ms) / phase["wall_s"],
+                                "errors": sum(1 for _, st in inside if st != 200)}
+        tables(extra["phases"], args, extra["submit_s"])
     finally:
         stop_sweeper.set()
         poll_stop.set()
