@@ -41,7 +41,7 @@ more, beyond a default ``max_connections`` of 100. The simulated workers run as 
 a transaction pooler (PgBouncer) in front of Postgres would: the wait for a pooled
 connection is part of the claim and record times reported.
 
-    .venv/bin/python bench/fleet.py [--workers 8,16,32,64] [--call-s 2.7] [--batch 16]
+    .venv/bin/python bench/fleet.py [--workers 8,16,32,64,64@1.35] [--call-s 2.7] [--batch 16]
         [--clients 50] [--poll-s 0.5] [--jobs 100000] [--measure-s 30] [--warm-s 5]
 """
 from __future__ import annotations
@@ -519,7 +519,9 @@ def tables(phases: list[dict], args, submit_s: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", default="8,16,32,64", help="worker counts, one phase each (comma-separated)")
+    parser.add_argument("--workers", default="8,16,32,64",
+                        help="worker counts, one phase each at every --call-s (comma-separated); N@S: N workers at a "
+                             "call time of S seconds only")
     parser.add_argument("--call-s", default="2.7",
                         help="sampling call seconds (comma-separated: every worker count runs at each); 2.7 is SD 1.5 "
                              "512² B=16 on an H100/H200 (bench/README.md); a smaller one is a faster GPU, or the "
@@ -536,8 +538,9 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=8, help="worker processes (the workers are threads in them)")
     parser.add_argument("--pool", type=int, default=4, help="Postgres connections per worker process")
     args = parser.parse_args()
-    counts = [int(x) for x in args.workers.split(",")]
     calls = [float(x) for x in args.call_s.split(",")]
+    # "64@1.35": that many workers at that call time alone; "64": at every --call-s
+    runs = [(int(x.split("@")[0]), [float(x.split("@")[1])] if "@" in x else calls) for x in args.workers.split(",")]
 
     name, store = setup_environment("fleet")
     write_registry(store / "registry.toml", MODEL, args.batch)  # B on both devices: one message per call
@@ -582,7 +585,8 @@ def main() -> None:
                "liveness_timeout_s": settings.liveness_timeout_s, "jitter": args.jitter, "pool": args.pool,
                "event_channel": f"/{REDIS_DB}.{EVENT_EXCHANGE}/task.progress",
                "event": json.dumps({"body": "x" * 600, "headers": {}, "properties": {}})}
-        phases = [(0, 0.0)] + [(n, c) for c in calls for n in counts]
+        phases = [(0, 0.0)] + [(n, c) for c in calls for n, cs in runs if c in cs] + \
+            [(n, c) for n, cs in runs for c in cs if c not in calls]
         for n, call_s in phases:
             phase = run_phase(spawn, ctx, probe, conn, store, args, n, call_s)
             extra["phases"].append(phase)
