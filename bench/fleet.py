@@ -245,6 +245,8 @@ class SimWorker:
 def worker_process(ctx: dict, threads: int, ready, stop, out: str) -> None:
     """``threads`` simulated workers sharing this process's pool; their samples to ``out``."""
     _use_pool(ctx["pool"])
+    import kombu  # noqa: F401  imported before the threads: kombu's lazy module is not safe to import from many at once
+
     from fresco.settings import get_settings
     from fresco.storage import open_storage
 
