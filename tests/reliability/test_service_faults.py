@@ -614,6 +614,11 @@ def test_fuzzed_requests_never_get_a_server_error(fuzz_farm, record_property):
             "job_id": fuzz_farm.http.post("/v1/jobs", json={"prompt": "fuzz", **SPEC}).json()["id"]}
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path.endswith(("/images/generations", "/images/edits")):
+            # OpenAI's synchronous image routes wait for their renders (FRESCO_OPENAI_WAIT_S)
+            # and this farm has no worker: valid input meets a 504 after the wait, by design.
+            # tests/openai_compat drives them, valid and invalid, on a rendering farm.
+            continue
         operations += 1
         ids = {name: value for name, value in real.items() if "{" + name + "}" in operation.path}
         passes = [(GenerationMode.POSITIVE, {}), (GenerationMode.NEGATIVE, {})]
