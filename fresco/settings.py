@@ -245,6 +245,11 @@ class Settings(_FrescoSettings):
     # Store and record call N−1's images on a thread while call N samples
     # (worker/store_queue.py): auto = on CUDA only; on, off.
     pipeline_stores: Literal["auto", "on", "off"] = "auto"
+    # Processes that encode each image and its thumbnail beside the render loop
+    # (worker/encode_pool.py). Unset: min(4, cores / 2) on CUDA, where an encoder thread
+    # would take the interpreter lock from the sampling loop; 0 (in the store step) on a
+    # CPU, where the cores are sampling. 0: in the store step.
+    encode_processes: int | None = Field(default=None, ge=0, le=64)
     # Pad every pipeline call to the model's batch size, so a seed gives bit-identical
     # pixels alone or in any batch. Default: on for CPU (where determinism is promised
     # exactly), off for CUDA (where fp16 kernels differ by 1/255 anyway; bench/README.md).

@@ -36,10 +36,16 @@ def thumbnail_key(result_key: str) -> str:
 def make_thumbnail(data: bytes, max_side: int = MAX_SIDE) -> bytes:
     """The image in ``data`` (png, webp or jpeg) scaled down to fit ``max_side``, as WebP."""
     with Image.open(io.BytesIO(data)) as image:
-        image = image.convert("RGB")
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # only ever shrinks
-        out = io.BytesIO()
-        image.save(out, format="WEBP", quality=85)
+        return thumbnail_of(image.convert("RGB"), max_side)
+
+
+def thumbnail_of(image: Image.Image, max_side: int = MAX_SIDE) -> bytes:
+    """``image`` (RGB, scaled in place) down to fit ``max_side``, as WebP. The worker
+    calls this on the rendered pixels (worker/encode_pool.py), never decoding what it
+    just encoded."""
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # only ever shrinks
+    out = io.BytesIO()
+    image.save(out, format="WEBP", quality=85)
     return out.getvalue()
 
 

@@ -45,6 +45,7 @@ from worker import metrics, record, result_cache, task_report
 from worker.adapters import AdapterCache
 from worker.claim import claim_unit, isolate_suspects
 from worker.drain import Drain, ShutdownRequested
+from worker.encode_pool import EncodePool, encode_processes_for
 from worker.handback import hand_back
 from worker.lease import Lease
 from worker.load import load_model
@@ -185,8 +186,7 @@ class Engine:
         except BaseException:
             # Handing back or out of time: what was rendered and taken for finishing is
             # stored first (it is past canceling), as serial storage would have.
-            for outcome in later:
-                record.finish(self.res, unit, outcome)
+            record.finish_all(self.res, unit, later)
             raise
         return later
 
@@ -194,8 +194,7 @@ class Engine:
         """On the store thread: store and record each outcome, then end the lease."""
         context = bind(**unit_ids(unit))
         try:
-            for outcome in outcomes:
-                record.finish(self.res, unit, outcome)
+            record.finish_all(self.res, unit, outcomes)
         finally:
             unit.lease.__exit__(None, None, None)
             unbind(context)
@@ -242,5 +241,6 @@ def get_engine() -> Engine:
         registry = get_registry()
         storage = open_storage(settings)
         _engine = Engine(Resources(settings, registry, storage, ModelCache(registry, settings, device), device,
-                                   AdapterCache(registry, settings, storage)))
+                                   AdapterCache(registry, settings, storage),
+                                   encoder=EncodePool(encode_processes_for(settings.encode_processes, device))))
     return _engine

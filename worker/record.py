@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from db import jobs as jobs_db
@@ -26,21 +27,24 @@ from fresco.demand import Demand
 from fresco.dispatch import publish, publish_webhooks
 from fresco.errors import JobFailure, StorageError
 from fresco.logs import bound, job_ids
-from fresco.thumbnails import store_thumbnail
+from fresco.thumbnails import CONTENT_TYPE as THUMB_CONTENT_TYPE
+from fresco.thumbnails import thumbnail_key
 from worker import metrics, result_cache, task_report
-from worker.encoding import encode
+from worker.encode_pool import Encoded, encode_with_thumbnail
 from worker.retries import TRANSIENT, with_retries
 from worker.unit import Failed, Rendered, Resources, Unit, result_key
 
 log = logging.getLogger(__name__)
 
 
-def finish(res: Resources, unit: Unit, outcome: Rendered | Failed) -> None:
-    """Store a rendered image and record the success, or record the failure."""
+def finish(res: Resources, unit: Unit, outcome: Rendered | Failed,
+           encoding: Callable[[], Encoded] | None = None) -> None:
+    """Store a rendered image and record the success, or record the failure.
+    ``encoding``: the image's encode already started (:func:`finish_all`)."""
     with bound(**job_ids(outcome.job)):  # every line about this job carries its ids
         if isinstance(outcome, Rendered):
             try:
-                timings = store(res, outcome)
+                timings = store(res, outcome, encoding)
             except StorageError as failure:
                 outcome = Failed(outcome.job, failure)
             else:
@@ -50,6 +54,14 @@ def finish(res: Resources, unit: Unit, outcome: Rendered | Failed) -> None:
         record_failure(res, unit, outcome.job, outcome.failure)
 
 
+def finish_all(res: Resources, unit: Unit, outcomes: list[Rendered | Failed]) -> None:
+    """:func:`finish` each outcome in order, every image's encode started first, so the
+    encode pool's processes work on them side by side (worker/encode_pool.py)."""
+    encodings = {id(o): encode_start(res, o) for o in outcomes if isinstance(o, Rendered)}
+    for outcome in outcomes:
+        finish(res, unit, outcome, encodings.get(id(outcome)))
+
+
 def fail_all(res: Resources, unit: Unit, failure: JobFailure) -> None:
     """Every job of the unit ends this attempt with ``failure`` (fenced: those already
     recorded stay as they are)."""
@@ -57,29 +69,42 @@ def fail_all(res: Resources, unit: Unit, failure: JobFailure) -> None:
         finish(res, unit, Failed(job, failure))
 
 
-def store(res: Resources, rendered: Rendered) -> dict[str, Any]:
-    """Encode and upload; returns the job's timings. Raises StorageError."""
+def encode_start(res: Resources, rendered: Rendered) -> Callable[[], Encoded]:
+    """Start encoding the image (in the encode pool, or inline when it is called)."""
+    fmt = rendered.job.spec["output_format"]
+    if res.encoder is None:
+        return lambda: encode_with_thumbnail(rendered.pixels, fmt)
+    return res.encoder.submit(rendered.pixels, fmt)
+
+
+def store(res: Resources, rendered: Rendered, encoding: Callable[[], Encoded] | None = None) -> dict[str, Any]:
+    """Encode (or wait for the encode started earlier) and upload the image and its
+    thumbnail; returns the job's timings. Raises StorageError."""
     job = rendered.job
     t0 = time.perf_counter()
-    data, content_type = encode(rendered.pixels, job.spec["output_format"])
+    encoded = (encoding or encode_start(res, rendered))()
     t1 = time.perf_counter()
     key = result_key(job)
     try:
-        with_retries(lambda: res.storage.put(key, data, content_type), what=f"upload {key}", settings=res.settings)
+        with_retries(lambda: res.storage.put(key, encoded.data, encoded.content_type), what=f"upload {key}",
+                     settings=res.settings)
     except TRANSIENT as e:
         raise StorageError(f"storing the image failed: {e}") from e
     t2 = time.perf_counter()
-    metrics.phase("encode", t1 - t0)
+    # encode: the encoder's own time; waited: what this step spent waiting for it
+    metrics.phase("encode", encoded.encode_s)
     metrics.phase("upload", t2 - t1)
-    _thumbnail(res, key, data)
-    return {**rendered.timings, "encode_s": t1 - t0, "upload_s": t2 - t1}
+    _thumbnail(res, key, encoded.thumbnail)
+    return {**rendered.timings, "encode_s": encoded.encode_s, "encode_wait_s": t1 - t0, "upload_s": t2 - t1}
 
 
-def _thumbnail(res: Resources, key: str, data: bytes) -> None:
-    # The gallery's thumbnail, while the image is at hand: one more put. A failure costs
+def _thumbnail(res: Resources, key: str, thumbnail: bytes | None) -> None:
+    # The gallery's thumbnail, made from the same pixels: one more put. A failure costs
     # the job nothing; the gallery makes a missing thumbnail when it first shows it.
+    if thumbnail is None:
+        return
     try:
-        store_thumbnail(res.storage, key, data)
+        res.storage.put(thumbnail_key(key), thumbnail, THUMB_CONTENT_TYPE)
     except (*TRANSIENT, OSError, ValueError) as e:
         log.warning("thumbnail of %s not stored (the gallery will make it): %s", key, e)
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from worker.adapters import AdapterCache
+    from worker.encode_pool import EncodePool
     from worker.lease import Lease
     from worker.model_cache import ModelCache
 
@@ -37,6 +38,7 @@ class Resources:
     cache: ModelCache
     device: str
     adapters: AdapterCache | None = None  # LoRAs on the warm models (worker/adapters.py)
+    encoder: EncodePool | None = None  # encodes beside the render loop (worker/encode_pool.py); None: inline
     # model id -> batch size the preload tuning chose (CUDA; worker/autotune.py)
     tuned_batch: dict[str, int] = field(default_factory=dict)
 

@@ -42,6 +42,12 @@ TINY = {"width": 32, "height": 32}
 STORES = pytest.mark.parametrize("stores", ["off", "on"], ids=["serial-stores", "pipelined-stores"])
 
 
+def store_env(stores: str) -> dict[str, str]:
+    """Serial stores encode inline (a CPU worker); pipelined ones encode in two encode
+    processes, as a CUDA worker does (worker/encode_pool.py)."""
+    return {"FRESCO_PIPELINE_STORES": stores, "FRESCO_ENCODE_PROCESSES": "2" if stores == "on" else "0"}
+
+
 def report(scenario: str, **figures: object) -> None:
     print(f"\n[{scenario}] " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in figures.items()))
@@ -166,7 +172,7 @@ def test_sigkill_of_a_worker_mid_batch_loses_nothing(farm):
     use_registry(farm)
     settings = Settings()
     assert (settings.lease_s, settings.liveness_timeout_s) == (60, 10)  # what "default" means here
-    farm.start(workers=2, **DEFAULT_TIMINGS, FRESCO_PIPELINE_STORES="on")
+    farm.start(workers=2, **DEFAULT_TIMINGS, **store_env("on"))
     n, steps = 40, 16
     w1 = farm.procs["w1"]
     child = wait_until(lambda: next(iter(children(w1.popen.pid)), None), 30, "w1's render child")
@@ -414,7 +420,7 @@ def test_a_redelivered_message_never_renders_a_running_job_twice(farm, tmp_path)
 def test_sigterm_lets_a_short_job_finish_within_the_grace_period(farm, tmp_path, stores):
     trace = use_poison_pipeline(farm, tmp_path)
     grace = 12.0
-    farm.start(workers=1, **{**FAST_TIMINGS, "FRESCO_SHUTDOWN_GRACE_S": str(grace), "FRESCO_PIPELINE_STORES": stores})
+    farm.start(workers=1, **{**FAST_TIMINGS, "FRESCO_SHUTDOWN_GRACE_S": str(grace), **store_env(stores)})
     w1 = farm.procs["w1"]
     job = farm.http.post("/v1/jobs", json={"prompt": "SLOW=0.4 short", "steps": 10, **TINY}).json()
     wait_until(lambda: farm.http.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"] >= 2, 60,
@@ -443,7 +449,7 @@ def test_sigterm_hands_a_long_job_back_in_seconds(farm, tmp_path, stores):
     grace = 3.0
     # A long lease and the default visibility timeout: only the hand back can be fast.
     farm.start(workers=2, **{**FAST_TIMINGS, "FRESCO_SHUTDOWN_GRACE_S": str(grace), "FRESCO_LEASE_S": "120",
-                             "FRESCO_PIPELINE_STORES": stores})
+                             **store_env(stores)})
     job = farm.http.post("/v1/jobs", json={"prompt": "SLOW=0.5 long", "steps": 16, **TINY}).json()
 
     def holder():

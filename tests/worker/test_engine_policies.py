@@ -35,6 +35,7 @@ from fresco.registry import load_registry
 from fresco.settings import get_settings
 from fresco.spec import Signature, resolve
 from fresco.storage import FileStorage
+from worker.encode_pool import EncodePool
 from worker.engine import Engine
 from worker.lease import Lease
 from worker.model_cache import ModelCache
@@ -115,8 +116,10 @@ class Harness:
             "lease_s": 30.0, "heartbeat_s": 5.0, **settings})
         self.store = storage_root or tmp / "store"
         cache = ModelCache(self.registry, self.settings, "cpu")
+        # pipelined stores encode in processes, as on CUDA (worker/encode_pool.py)
+        encoder = EncodePool(2 if self.settings.pipeline_stores == "on" else 0)
         self.engine = Engine(Resources(self.settings, self.registry, FileStorage(self.store, self.settings), cache,
-                                       "cpu"))
+                                       "cpu", encoder=encoder))
         self.broker = redis.Redis.from_url(self.settings.broker_url)
         self.sig = ""
 
@@ -166,6 +169,7 @@ def harness(tmp_path, request):
     yield h
     h.broker.delete(h.queue)
     h.broker.close()
+    h.engine.res.encoder.close()
 
 
 def test_a_unit_renders_stores_and_records_each_job(harness):
@@ -426,6 +430,7 @@ def test_shutdown_waits_for_a_storing_unit(tmp_path):
     assert h.engine.flush_stores(time.monotonic() + 20)
     assert all(r["status"] == JobState.SUCCEEDED for r in h.rows(ids)) and len(h.stored()) == 2
     h.broker.delete(h.queue)
+    h.engine.res.encoder.close()
 
 
 def test_a_unit_still_storing_after_the_grace_period_is_handed_back(tmp_path):
@@ -440,3 +445,4 @@ def test_a_unit_still_storing_after_the_grace_period_is_handed_back(tmp_path):
     assert h.engine.stores.wait(30)
     assert all(r["status"] == JobState.QUEUED and r["result_key"] is None for r in h.rows(ids))
     h.broker.delete(h.queue)
+    h.engine.res.encoder.close()
