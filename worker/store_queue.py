@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 def pipelining_for(setting: str, device: str) -> bool:
     """FRESCO_PIPELINE_STORES: ``on``, ``off`` or ``auto``. Auto pipelines on CUDA only:
-    there the GPU samples while the CPU is idle, so storing beside it is free (PNG
-    encoding and uploads release the GIL). On a CPU the store thread takes cores from
-    sampling itself, and encoding is under 1% of a call there (bench/README.md), so
+    there the GPU samples while the CPU is idle, so storing beside it is nearly free,
+    provided the encoding runs in the encode processes (worker/encode_pool.py): this
+    thread, encoding itself, took the interpreter lock from the sampling loop and cost
+    a quarter of the throughput on an H200 (bench/README.md). On a CPU the store thread
+    takes cores from sampling itself, and encoding is under 1% of a call there, so
     serial costs nothing and keeps one unit in hand at a time."""
     if setting == "auto":
         return device == "cuda"
