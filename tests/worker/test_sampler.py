@@ -64,3 +64,27 @@ def test_schedulers_and_noise_schedules_change_the_image_not_the_weights(tiny):
             assert not np.array_equal(images[i], images[k]), (i, k)
     assert pipe.scheduler.config["beta_schedule"] == "squaredcos_cap_v2"  # last call's fresh scheduler
     assert config["beta_schedule"] == "scaled_linear"  # the saved base config is untouched
+
+
+def test_pixels_are_made_where_the_images_are_and_equal_the_host_conversion(tiny):
+    """render() asks diffusers for tensors and converts them to 8 bits on their device
+    (worker/sampler.py to_pixels); the pixels equal the host conversion of the "np"
+    output, value for value, rounding halves included."""
+    import torch
+
+    from worker.sampler import generators, render, to_pixels
+
+    pipe, config = tiny
+    specs = [spec(i) for i in range(3)]
+    ours = render(pipe, config, specs)
+    ref = pipe(prompt=[s["prompt"] for s in specs], negative_prompt=[""] * 3, width=32, height=32,
+               num_inference_steps=4, guidance_scale=7.5, generator=generators([s["seed"] for s in specs]),
+               output_type="np").images
+    assert ours.dtype == np.uint8 and ours.shape == (3, 32, 32, 3)
+    assert np.array_equal(ours, (np.asarray(ref) * 255).round().clip(0, 255).astype(np.uint8))
+    # the arithmetic itself, on values that sit on rounding boundaries
+    values = torch.tensor([0.0, 0.5 / 255, 1.5 / 255, 2.5 / 255, 0.5, 127.5 / 255, 1.0, 1.2, -0.1]).float()
+    chw = values.repeat(3, 1).reshape(1, 3, 1, 9)
+    host = (chw.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    assert np.array_equal(to_pixels(chw, 1), host)
+    assert np.array_equal(to_pixels(chw.permute(0, 2, 3, 1).numpy(), 1), host)  # a pipeline returning numpy
