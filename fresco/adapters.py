@@ -94,6 +94,9 @@ def check_loras(loras: list[dict] | None, entry: ModelEntry, registry: Registry,
     if not loras:
         return []
     field = f"{where}loras"
+    if entry.matmul_precision == "fp8":  # its linear layers are float8 tensors peft cannot wrap
+        raise InvalidSpec(f"{field}: model {entry.id} runs fp8 matmuls (matmul_precision); LoRA adapters "
+                          "apply only to models in their own precision", field=field)
     if len(loras) > MAX_LORAS:
         raise InvalidSpec(f"{field}: {len(loras)} adapters; at most {MAX_LORAS} per job", field=field)
     seen: set[str] = set()

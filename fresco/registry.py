@@ -75,6 +75,13 @@ class ModelEntry(BaseModel):
     family: FamilyName = "sd"
     kinds: list[PipelineKind] = ["text-to-image"]
     dtype: DTypes = DTypes()
+    # "fp8": the denoiser's linear layers run float8 matmuls (torchao's dynamic float8
+    # quantization, per-row scales) on GPUs that have them (compute capability 8.9+:
+    # Ada, Hopper); elsewhere the model runs in its dtype, with a warning. Off by default:
+    # it changes pixels; `bench/gpu.py --compile-session --fp8` measures by how much
+    # against bf16 on the same seeds (not yet on a GPU: bench/README.md). A model with
+    # it takes no LoRA adapters.
+    matmul_precision: Literal["default", "fp8"] = "default"
     max_batch: BatchSizes = BatchSizes()
     queue: str = DEFAULT_QUEUE
 

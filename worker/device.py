@@ -36,7 +36,11 @@ def configure_threads(settings: Settings, device: str) -> int:
     return threads
 
 
-def prepare_pipeline(pipe: Any, device: str, settings: Settings) -> Any:
+# Lower-precision matmuls need hardware support: float8 tensor cores from Ada/Hopper on.
+FP8_MIN_CAPABILITY = (8, 9)
+
+
+def prepare_pipeline(pipe: Any, device: str, settings: Settings, matmul_precision: str = "default") -> Any:
     pipe = pipe.to(device)
     if device == "cuda":
         unet = getattr(pipe, "unet", None)
@@ -45,9 +49,34 @@ def prepare_pipeline(pipe: Any, device: str, settings: Settings) -> Any:
             # (bench/README.md), so it is opt-in.
             if settings.channels_last:
                 unet.to(memory_format=torch.channels_last)
-            if settings.compile:
+        denoiser = "unet" if unet is not None else "transformer"
+        if getattr(pipe, denoiser, None) is not None:
+            apply_matmul_precision(getattr(pipe, denoiser), matmul_precision, device)
+            if settings.compile and denoiser == "unet":
                 pipe.unet = compile_module(unet, settings)
+    else:
+        apply_matmul_precision(None, matmul_precision, device)
     return pipe
+
+
+def apply_matmul_precision(module: Any, precision: str, device: str) -> str:
+    """The registry's ``matmul_precision`` on the denoiser; returns the precision in
+    effect. ``fp8``: torchao's dynamic float8 quantization of its linear layers (weights
+    and activations float8 e4m3 with per-row scales; convolutions and attention stay in
+    the model's dtype), where the GPU has float8 tensor cores. Elsewhere the model runs
+    in its dtype and a warning says so: a mixed fleet renders everywhere."""
+    if precision != "fp8":
+        return "default"
+    if device != "cuda" or torch.cuda.get_device_capability() < FP8_MIN_CAPABILITY:
+        where = "a CPU" if device != "cuda" else "compute capability %d.%d" % torch.cuda.get_device_capability()
+        log.warning("matmul_precision fp8 needs a GPU of compute capability %d.%d or later; on %s the model runs "
+                    "in its dtype", *FP8_MIN_CAPABILITY, where)
+        return "default"
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    quantize_(module, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+    log.info("matmul_precision fp8: %s's linear layers quantized (torchao, per-row float8)", type(module).__name__)
+    return "fp8"
 
 
 def compile_module(module: Any, settings: Settings) -> Any:
@@ -64,6 +93,7 @@ def compile_module(module: Any, settings: Settings) -> Any:
         os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
     log.info("compiling %s (mode %s, cache %s)", type(module).__name__, settings.compile_mode, cache)
     return torch.compile(module, mode=settings.compile_mode, dynamic=False)
+
 
 
 def compile_cache_dir(settings: Settings) -> Path | None:
