@@ -12,7 +12,10 @@ object in the same process, batch size by batch size:
   store      the engine, then each image encoded and stored (PNG + thumbnail into a
              local file:// store) one call after the other, as a CPU worker does
   pipelined  the same stores on the worker's store thread (worker/store_queue.py) while
-             the next call samples, as a CUDA worker does
+             the next call samples, the images encoded in the encode processes
+             (worker/encode_pool.py), as a CUDA worker does
+  pipelined-inline  the store thread encoding itself (what the 2026-12-04 run measured:
+             the thread takes the interpreter lock from the sampling loop)
 
 and reports images/s, the ratio to bare, the fraction of the FLOP roofline (against the
 device's fp16 matmul rate measured in the same run), seconds per call and peak memory,
@@ -284,30 +287,31 @@ def engine_call(pipe: Any, scheduler_config: dict, batch: int, size: int, steps:
 
 
 class LocalStore:
-    """What the worker does with a call's images after sampling, against a local folder:
-    encode each (PNG, worker/encoding.py), put it (fresco.storage's file:// backend) and
-    its gallery thumbnail (fresco/thumbnails.py). Postgres records are not included."""
+    """What the worker does with a call's images after sampling (worker/record.py
+    ``finish_all``), against a local folder: every image's encode started (PNG and its
+    WebP thumbnail, worker/encode_pool.py: in the encode processes, or inline without
+    them), then each put (fresco.storage's file:// backend) with its thumbnail, in order.
+    Postgres records are not included."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, encoder: Any) -> None:
         from fresco.settings import Settings
         from fresco.storage import open_storage
 
         self.storage = open_storage(Settings(storage_url=f"file://{root}"))
+        self.encoder = encoder
         self.n = 0
 
     def store(self, images: np.ndarray) -> None:
-        from fresco.thumbnails import store_thumbnail
-        from worker.encoding import encode
+        from fresco.thumbnails import CONTENT_TYPE, thumbnail_key
 
-        for pixels in images:
+        encodings = [self.encoder.submit(pixels, "png") for pixels in images]
+        for encoding in encodings:
             self.n += 1
             key = f"bench/store/{self.n % 64}.png"  # tenant/batch/job.ext, as result keys are
-            data, content_type = encode(pixels, "png")
-            self.storage.put(key, data, content_type)
-            try:  # as worker/record.py: a thumbnail that fails costs the image nothing
-                store_thumbnail(self.storage, key, data)
-            except (OSError, ValueError) as e:
-                log(f"  thumbnail not stored: {e}")
+            encoded = encoding()
+            self.storage.put(key, encoded.data, encoded.content_type)
+            if encoded.thumbnail is not None:  # as worker/record.py: a missing thumbnail costs the image nothing
+                self.storage.put(thumbnail_key(key), encoded.thumbnail, CONTENT_TYPE)
 
 
 def store_call(pipe: Any, scheduler_config: dict, batch: int, size: int, steps: int, store: LocalStore,
@@ -454,35 +458,76 @@ def tolerance(a: np.ndarray, b: np.ndarray) -> dict:
 def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int, steps: int, batches: list[int],
                     deadline: float, started_wall: float) -> dict:
     """torch.compile the UNet through worker.device.prepare_pipeline (per-shape graphs,
-    cache in --cache-dir): time from process start to the first image, then compiled
-    against eager images/s in the same process, and the same-seed tolerance."""
+    cache in --cache-dir; --kernel-tuning adds 1x1 convolutions as matmuls and cuDNN's
+    benchmark mode, measured on 2026-12-04 to win nothing): time
+    from process start to the first image, then compiled images/s against the stock
+    eager pipeline (``pipe(...)`` as built: contiguous UNet, cuDNN heuristics) and the
+    engine on the eager UNet, in the same process, and the same-seed tolerance.
+
+    With ``--fp8`` (a bfloat16 pipeline): the reference images and the bf16 eager rows
+    first, then the UNet quantized (registry ``matmul_precision = "fp8"``) and compiled;
+    the fp8 images against the bf16 ones on the same seeds (PSNR, per-pixel differences)."""
     from fresco.settings import Settings
     from worker import sampler
     from worker.device import prepare_pipeline
 
     eager_unet = pipe.unet
+    b = batches[-1]
+    k = b // 2
+    scheduler_config = dict(pipe.scheduler.config)
+    specs = specs_for(b, size, steps, [SEED + 2000 + i for i in range(b)])
+    modes: dict[str, dict[int, dict]] = {}
+    out: dict = {"batch": b, "cache_dir": str(args.cache_dir), "compile_mode": args.compile_mode,
+                 "channels_last": args.channels_last, "kernel_tuning": args.kernel_tuning, "fp8": args.fp8}
+    reference = None
+    if args.fp8:  # bf16 first: quantizing changes the UNet in place
+        reference = sampler.render(pipe, scheduler_config, specs)
+        modes["bf16 eager"] = run_mode("bf16 eager", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size,
+                                                                                  steps)),
+                                       batches, device, args.min_calls, args.min_images, deadline)
     settings = Settings(compile=True, compile_mode=args.compile_mode, compile_cache_dir=args.cache_dir,
                         channels_last=args.channels_last)
-    pipe = prepare_pipeline(pipe, device, settings)
+    if args.kernel_tuning:
+        import torch._inductor.config as inductor
+
+        inductor.conv_1x1_as_mm = True
+        inductor.epilogue_fusion = False
+        torch.backends.cudnn.benchmark = True
+    t0 = time.perf_counter()
+    pipe = prepare_pipeline(pipe, device, settings, "fp8" if args.fp8 else "default")
+    out["prepare_s"] = time.perf_counter() - t0
     compiled_unet = pipe.unet
-    scheduler_config = dict(pipe.scheduler.config)
-    b = batches[-1]
     t0 = time.perf_counter()
     engine_call(pipe, scheduler_config, b, size, steps)
     sync(device)
-    first_call_s = time.perf_counter() - t0
-    first_image_s = time.time() - started_wall
-    log(f"\n## compiled: first call at B={b} took {first_call_s:.1f} s (compile included); "
-        f"process start to first image {first_image_s:.1f} s (cache {args.cache_dir}, mode {args.compile_mode})")
-    out: dict = {"first_call_s": first_call_s, "start_to_first_image_s": first_image_s, "batch": b,
-                 "cache_dir": str(args.cache_dir), "compile_mode": args.compile_mode,
-                 "channels_last": args.channels_last}
+    out["first_call_s"] = time.perf_counter() - t0
+    out["start_to_first_image_s"] = time.time() - started_wall
+    log(f"\n## compiled{' fp8' if args.fp8 else ''}: first call at B={b} took {out['first_call_s']:.1f} s (compile "
+        f"included); process start to first image {out['start_to_first_image_s']:.1f} s (cache {args.cache_dir}, "
+        f"mode {args.compile_mode}, kernel tuning {out['kernel_tuning']}, channels_last {args.channels_last})")
     if args.first_only:
         return out
-    modes: dict[str, dict[int, dict]] = {}
-    modes["compiled"] = run_mode("compiled", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size, steps)),
-                                 batches, device, args.min_calls, args.min_images, deadline)
+    name = "fp8 compiled" if args.fp8 else "compiled"
+    modes[name] = run_mode(name, lambda n: (lambda: engine_call(pipe, scheduler_config, n, size, steps)),
+                           batches, device, args.min_calls, args.min_images, deadline)
+    if args.fp8:
+        if reference is not None and time.perf_counter() < deadline:
+            fp8_images = sampler.render(pipe, scheduler_config, specs)
+            out["fp8_vs_bf16"] = quality(fp8_images, reference)
+            q = out["fp8_vs_bf16"]
+            log(f"  fp8 vs bf16 (eager), {b} images, same seeds: PSNR {q['psnr_db_mean']:.2f} dB mean "
+                f"({q['psnr_db_min']:.2f} worst), mean |diff| {q['mean_abs_diff']:.2f}/255, max {q['max_abs_diff']}/255, "
+                f"{q['frac_over_8']:.1%} of values off by more than 8/255")
+        out["modes"] = modes
+        return out
+    # The baselines, on the same pipeline object: the stock eager pipeline as diffusers
+    # runs it, and the farm's engine on the eager UNet.
     pipe.unet = eager_unet
+    torch.backends.cudnn.benchmark = False
+    if args.channels_last:
+        eager_unet.to(memory_format=torch.contiguous_format)
+    modes["bare eager"] = run_mode("bare eager", lambda n: (lambda: bare_call(pipe, n, size, steps, device)),
+                                   batches, device, args.min_calls, args.min_images, deadline)
     modes["eager"] = run_mode("eager", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size, steps)),
                               batches, device, args.min_calls, args.min_images, deadline)
     out["modes"] = modes
@@ -501,15 +546,15 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
     log(f"  VAE decode of {b} latents: {out['vae_decode_s']:.3f} s"
         + (f" ({out['vae_decode_share']:.1%} of an eager call)" if eager_call else ""))
     if time.perf_counter() < deadline:
-        k = b // 2
-        seeds = [SEED + 2000 + i for i in range(b)]
-        specs = specs_for(b, size, steps, seeds)
         eager_batched = sampler.render(pipe, scheduler_config, specs)[k]
         eager_alone = sampler.render(pipe, scheduler_config, [specs[k]])[0]
         pipe.unet = compiled_unet
+        if args.channels_last:
+            eager_unet.to(memory_format=torch.channels_last)  # the compiled graph's parameters
+        torch.backends.cudnn.benchmark = args.kernel_tuning
         compiled_batched = sampler.render(pipe, scheduler_config, specs)[k]
         pipe.unet = eager_unet
-        out["tolerance"] = {"seed": seeds[k], "position": k, "batch": b,
+        out["tolerance"] = {"seed": specs[k]["seed"], "position": k, "batch": b,
                             "compiled_batched_vs_eager_alone": tolerance(compiled_batched, eager_alone),
                             "compiled_batched_vs_eager_batched": tolerance(compiled_batched, eager_batched),
                             "eager_batched_vs_eager_alone": tolerance(eager_batched, eager_alone)}
@@ -520,6 +565,17 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
     return out
 
 
+def quality(images: np.ndarray, reference: np.ndarray) -> dict:
+    """Per-image PSNR and per-pixel differences of uint8 images against a reference."""
+    d = np.abs(images.astype(np.int16) - reference.astype(np.int16))
+    mse = ((images.astype(np.float64) - reference.astype(np.float64)) ** 2).reshape(len(images), -1).mean(axis=1)
+    psnr = [float("inf") if m == 0 else 10 * math.log10(255 ** 2 / m) for m in mse]
+    return {"images": len(images), "psnr_db": psnr, "psnr_db_mean": float(np.mean(psnr)),
+            "psnr_db_min": float(min(psnr)), "mean_abs_diff": float(d.mean()), "max_abs_diff": int(d.max()),
+            "frac_differ": float((d > 0).mean()), "frac_over_8": float((d > 8).mean()),
+            "frac_over_32": float((d > 32).mean())}
+
+
 def main() -> None:
     started_wall = time.time()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -527,11 +583,14 @@ def main() -> None:
     parser.add_argument("--arch", default="sd15", choices=("sd15", "sdxl"),
                         help="SD 1.5 at 512x512 (default) or SDXL at 1024x1024")
     parser.add_argument("--tiny", action="store_true", help="tiny configs, 64x64, 4 steps, batch 1/2, fp32")
-    parser.add_argument("--modes", default="bare,engine,store,pipelined",
+    parser.add_argument("--modes", default="bare,engine,store,pipelined,pipelined-inline",
                         help="bare: pipe(...) as built; engine: worker.sampler.render; store: engine then encode "
-                             "and store each image to a local folder, serially; pipelined: the same with the "
-                             "stores on the worker's store thread beside the next call; bare+prep: pipe(...) "
-                             "on the prepared pipeline")
+                             "and store each image to a local folder, serially and inline (a CPU worker); "
+                             "pipelined: the stores on the worker's store thread beside the next call, encoded "
+                             "in the encode processes (a CUDA worker); pipelined-inline: the store thread "
+                             "encoding itself (no processes); bare+prep: pipe(...) on the prepared pipeline")
+    parser.add_argument("--encode-processes", type=int, default=None,
+                        help="encode processes of the pipelined mode (default: FRESCO_ENCODE_PROCESSES' CUDA default)")
     parser.add_argument("--compile-session", action="store_true",
                         help="instead: torch.compile the UNet (FRESCO_COMPILE's path), time start to first "
                              "image, compiled vs eager, same-seed tolerance")
@@ -539,6 +598,12 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="compile cache (FRESCO_COMPILE_CACHE_DIR)")
     parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--channels-last", action="store_true", help="channels_last UNet (FRESCO_CHANNELS_LAST)")
+    parser.add_argument("--kernel-tuning", action="store_true",
+                        help="compile with inductor's conv_1x1_as_mm, no epilogue fusion and cuDNN benchmark mode "
+                             "(diffusers' guide; the 2026-12-04 H200 session: no gain, slower start)")
+    parser.add_argument("--fp8", action="store_true",
+                        help="with --compile-session: a bf16 pipeline, then matmul_precision fp8 (torchao) and "
+                             "compiled; fp8 images against bf16 on the same seeds")
     parser.add_argument("--t0", type=float, default=None,
                         help="wall-clock time (epoch s) the process was started, for start-to-first-image")
     parser.add_argument("--batches", default=None, help="comma-separated (default sd15 1,8,16; sdxl 1,4; tiny 1,2)")
@@ -562,7 +627,8 @@ def main() -> None:
         sys.exit("no CUDA device (use --device cpu --tiny for a smoke test)")
     if device == "cpu":
         torch.set_num_threads(args.threads or (1 if args.tiny else os.cpu_count() or 1))
-    dtype = torch.float16 if device == "cuda" else torch.float32
+    # fp8's per-row scales want bfloat16 activations (torchao); the rest runs fp16 as the registry does
+    dtype = (torch.bfloat16 if args.fp8 else torch.float16) if device == "cuda" else torch.float32
     sdxl = args.arch == "sdxl"
     default_batches = "1,2" if args.tiny else ("1,4" if sdxl else "1,8,16")
     batches = [int(b) for b in (args.batches or default_batches).split(",")]
@@ -576,6 +642,7 @@ def main() -> None:
 
     from fresco.settings import Settings
     from worker.device import prepare_pipeline
+    from worker.encode_pool import EncodePool, encode_processes_for
     from worker.store_queue import StoreQueue
 
     diffusers.utils.logging.disable_progress_bar()
@@ -595,8 +662,12 @@ def main() -> None:
         f"{size}x{size}, {steps} DDIM steps, CFG {GUIDANCE}, {str(dtype).removeprefix('torch.')}, "
         f"batches {batches}")
 
-    mm = matmul_rate(device, dtype, 8192 if device == "cuda" else 512)
-    log(f"- matmul {mm['n']}^3 {mm['dtype']}: {tflop(mm['flops_per_s'])}/s")
+    imported_s = time.time() - started_wall
+    # --first-only times what a starting worker does (import, build, prepare, first call):
+    # the benchmark's own measurements (matmul rate, FLOP count) are left out.
+    mm = None if args.first_only else matmul_rate(device, dtype, 8192 if device == "cuda" else 512)
+    if mm is not None:
+        log(f"- matmul {mm['n']}^3 {mm['dtype']}: {tflop(mm['flops_per_s'])}/s")
 
     t0 = time.perf_counter()
     pipe = build_pipeline(args.tiny, device, dtype, args.arch)
@@ -606,7 +677,7 @@ def main() -> None:
     params = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in parts}
     log(f"- built in {build_s:.1f} s; parameters: " + ", ".join(f"{n} {v / 1e6:.1f} M" for n, v in params.items()))
 
-    unet_flops, vae_flops = count_flops(pipe, device, dtype)
+    unet_flops, vae_flops = count_flops(pipe, device, dtype) if mm is not None else (SD15_UNET_FLOPS, 0.0)
     counted = unet_flops
     if not args.tiny and not sdxl:
         unet_flops = SD15_UNET_FLOPS
@@ -620,19 +691,19 @@ def main() -> None:
         "config": {"tiny": args.tiny, "arch": args.arch, "device": device, "dtype": str(dtype).removeprefix("torch."),
                    "size": size, "steps": steps, "guidance_scale": GUIDANCE, "scheduler": "ddim",
                    "batches": batches, "min_calls": args.min_calls, "min_images": args.min_images,
-                   "parameters": params, "build_s": build_s},
+                   "parameters": params, "build_s": build_s, "imported_s": imported_s},
         "matmul": mm,
         "roofline": {"formula": FORMULA, "unet_flops_per_forward_per_image": unet_flops,
                      "unet_flops_counted": counted, "vae_decode_flops_counted": vae_flops,
                      "flops_per_image": flops_per_image,
-                     "images_per_s_at_roofline": mm["flops_per_s"] / flops_per_image},
+                     "images_per_s_at_roofline": mm["flops_per_s"] / flops_per_image if mm else None},
     }
     modes: dict[str, dict[int, dict]] = {}
     if args.compile_session:
         session = compile_session(args, pipe, device, size, steps, batches, deadline, started_wall)
         modes = session.pop("modes", {})
         result["compile"] = session
-        base = "eager"
+        base = "bf16 eager" if args.fp8 else "bare eager"
     else:
         base = "bare"
         # Eager, no channels_last: the worker's defaults, which leave the pipeline as built,
@@ -640,16 +711,27 @@ def main() -> None:
         pipe = prepare_pipeline(pipe, device, Settings(compile=False, channels_last=False))
         scheduler_config = dict(pipe.scheduler.config)  # as the model cache saves it at load time
         log("\n## bare pipe(...) vs the farm's engine (worker.sampler.render after worker.device.prepare_pipeline)")
+        processes = args.encode_processes if args.encode_processes is not None else \
+            encode_processes_for(None, device if device == "cuda" else "cuda")
+        pool = EncodePool(processes)
+        pool.start()
+        for h in [pool.submit(np.zeros((size, size, 3), np.uint8), "png") for _ in range(2 * processes)]:
+            h()  # the processes are up before anything is timed
+        log(f"- encode processes for the pipelined mode: {processes} (FRESCO_ENCODE_PROCESSES' CUDA default "
+            f"on {os.cpu_count()} cores)")
+        result["encode_processes"] = processes
         with tempfile.TemporaryDirectory(prefix="fresco-bench-store-") as root:
-            store = LocalStore(Path(root))
-            serial, pipelined = StoreQueue(False), StoreQueue(True)
+            inline, pooled = LocalStore(Path(root), EncodePool(0)), LocalStore(Path(root), pool)
+            serial, threaded = StoreQueue(False), StoreQueue(True)
             calls = {
                 "bare": (lambda b: (lambda: bare_call(pipe, b, size, steps, device)), None),
                 "engine": (lambda b: (lambda: engine_call(pipe, scheduler_config, b, size, steps)), None),
-                "store": (lambda b: (lambda: store_call(pipe, scheduler_config, b, size, steps, store, serial)),
+                "store": (lambda b: (lambda: store_call(pipe, scheduler_config, b, size, steps, inline, serial)),
                           serial.wait),
-                "pipelined": (lambda b: (lambda: store_call(pipe, scheduler_config, b, size, steps, store,
-                                                            pipelined)), pipelined.wait),
+                "pipelined": (lambda b: (lambda: store_call(pipe, scheduler_config, b, size, steps, pooled,
+                                                            threaded)), threaded.wait),
+                "pipelined-inline": (lambda b: (lambda: store_call(pipe, scheduler_config, b, size, steps, inline,
+                                                                   threaded)), threaded.wait),
             }
             # Batch-major (every mode at one B, then the next B), so that a run that hits
             # --max-seconds still compares the modes at the batches it reached.
@@ -659,6 +741,7 @@ def main() -> None:
                         modes.setdefault(name, {}).update(
                             run_mode(name, make_call, [b], device, args.min_calls, args.min_images, deadline,
                                      finish=finish))
+        pool.close()
         if "bare+prep" in modes_wanted:
             log("\n## bare diffusers loop, prepared pipeline")
             modes["bare+prep"] = run_mode("bare+prep", lambda b: (lambda: bare_call(pipe, b, size, steps, device)),
@@ -678,15 +761,17 @@ def main() -> None:
 
     for m, rows in modes.items():
         for b, r in rows.items():
-            if "images_per_s" in r:
+            if "images_per_s" in r and mm is not None:
                 r["roofline_fraction"] = r["images_per_s"] * flops_per_image / mm["flops_per_s"]
     result["modes"] = {m: {str(b): r for b, r in rows.items()} for m, rows in modes.items()}
     result["total_s"] = time.perf_counter() - started
     log("\n## results\n")
     log(table(modes, batches, base))
-    log(f"\n{FORMULA}; here {steps} x 2 x {tflop(unet_flops)} per image, measured matmul "
-        f"{tflop(mm['flops_per_s'])}/s, i.e. at most {result['roofline']['images_per_s_at_roofline']:.2f} "
-        f"images/s. Total {result['total_s']:.0f} s.")
+    if mm is not None:
+        log(f"\n{FORMULA}; here {steps} x 2 x {tflop(unet_flops)} per image, measured matmul "
+            f"{tflop(mm['flops_per_s'])}/s, i.e. at most {result['roofline']['images_per_s_at_roofline']:.2f} "
+            f"images/s.")
+    log(f"Total {result['total_s']:.0f} s; imports done at {imported_s:.1f} s, built in {build_s:.1f} s.")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, default=str))
     log(f"\nwrote {args.json}")

@@ -12,6 +12,7 @@
 #     pydantic-core, annotated-types, typing-inspection
 #   pydantic-settings  (fresco.settings, via worker.device)
 #     python-dotenv
+#   torchao            (--fp8: registry matmul_precision "fp8", worker/device.py; needs torch >= 2.11)
 # diffusers' other needs are already there: huggingface-hub >=1.32 (1.33 there),
 # safetensors >=0.8, regex, requests, filelock, numpy, Pillow; importlib_metadata is
 # only imported on Python < 3.8.
@@ -47,7 +48,8 @@ download "$DEST" \
     annotated-types==0.8.0 \
     typing-inspection==0.4.5 \
     pydantic-settings==2.16.3 \
-    python-dotenv==1.2.4
+    python-dotenv==1.2.4 \
+    torchao==0.18.0
 download "$DEST/opt" typing-extensions==4.16.0
 
 echo "wheels in $DEST:"
