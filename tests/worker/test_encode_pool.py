@@ -108,3 +108,69 @@ def test_defaults_follow_the_device(monkeypatch):
     monkeypatch.setattr("worker.encode_pool.cpu_count", lambda: 1)
     assert encode_processes_for(None, "cuda") == 1
     assert encode_processes_for(3, "cpu") == 3 and encode_processes_for(0, "cuda") == 0
+
+
+def test_a_daemonic_render_process_still_gets_its_encoders(monkeypatch):
+    """Celery's render processes are daemonic to multiprocessing, which refuses such a
+    process children: the pool starts them anyway, and the process stays as it was. (A
+    real Celery render process, billiard's, is tests/reliability/test_worker_faults.py's.)"""
+    current = multiprocessing.current_process()
+    monkeypatch.setitem(current._config, "daemon", True)
+    pool = EncodePool(1)
+    try:
+        before = children()
+        assert pool.submit(picture(), "png")().data == encode(picture(), "png")[0]
+        assert children() - before and pool.processes == 1
+        assert multiprocessing.current_process() is current and current.daemon
+    finally:
+        pool.close()
+
+
+ORPHAN_CHECK = """
+import multiprocessing, sys, time
+import numpy as np
+from worker.encode_pool import EncodePool
+if __name__ == "__main__":
+    pool = EncodePool(2)
+    pool.submit(np.zeros((8, 8, 3), np.uint8), "png")()
+    print(" ".join(str(c.pid) for c in multiprocessing.active_children()), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_encode_processes_end_with_a_killed_render_process(tmp_path):
+    """A render process SIGKILLed (an OOM kill, a lost node's pod) runs no cleanup; its
+    encode processes notice and exit instead of waiting forever as orphans."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "render_process.py"
+    script.write_text(ORPHAN_CHECK)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(os.path.exists(f"/proc/{p}") for p in pids)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), 10, "the encode processes to exit")
+
+
+def test_a_shutdown_signal_to_the_process_group_leaves_the_encoders_working(pool):
+    """SIGTERM to the worker's process group (systemd, a terminal's ^C is SIGINT) is the
+    render process's to handle: it drains and stores what it rendered, with its encoders."""
+    pool.submit(picture(), "png")()
+    encoders = children()
+
+    def ignoring(pid: int) -> bool:  # its initializer ran: SIGTERM is in its ignored set
+        status = open(f"/proc/{pid}/status").read()
+        mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+        return bool(mask & (1 << (signal.SIGTERM - 1)))
+    wait_until(lambda: all(ignoring(p) for p in encoders), 30, "the encoders to have started")
+    for pid in encoders:
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+    assert pool.submit(picture(), "png")().data == encode(picture(), "png")[0]
+    assert children() == encoders  # the same processes did it
