@@ -375,10 +375,12 @@ def test_dockerfiles_pin_torch():
     cuda = DOCKERFILE_CUDA.read_text()
     for path, text in ((DOCKERFILE_CPU_WORKER, cpu), (DOCKERFILE_CUDA, cuda)):
         assert pin in text, f"{path.name} must install {pin}"
-        assert "pip install -e '.[worker]'" in text, f"{path.name} must install the project with the worker extra"
+        assert re.search(r"pip install -e '\.\[worker[],]", text), f"{path.name} must install the project with the worker extra"
     assert re.search(r"^FROM python:3\.11-slim\b", cpu, re.M)
     assert "--index-url https://download.pytorch.org/whl/cpu" in cpu, "the CPU worker takes torch from the CPU index"
     assert re.search(r"^FROM (nvidia/cuda|pytorch/pytorch):", cuda, re.M)
+    # the GPU image also takes torchao for registry matmul_precision = "fp8" (the CPU one has no use for it)
+    assert "pip install -e '.[worker,fp8]'" in cuda and "fp8" not in cpu
     assert "whl/cpu" not in cuda, "the CUDA image must not install the CPU torch"
 
 

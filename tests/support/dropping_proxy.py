@@ -36,8 +36,15 @@ class DroppingProxy:
             upstream.recv(1)  # the API answers: the request was received and acted on
             with self._lock:
                 self.dropped += 1
-            client.close()
-            upstream.close()
+            # shutdown, not only close: the pipe thread is blocked reading the client
+            # socket, and a plain close() waits for that read before the FIN goes out,
+            # so the client would see the drop only at its own read timeout (60 s)
+            for sock in (client, upstream):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
             return
         _pipe(upstream, client)
 
