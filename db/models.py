@@ -118,12 +118,12 @@ class Batch(Base):
     # When its first job was first claimed, and its latest finish (same trigger).
     first_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # A sweep's axes as submitted ({axis: [values]}; migration 0009), and its contact
-    # sheets once the batch ended: [{item, key, width, height}], NULL until built (the
-    # sweeper builds what is missing: worker/sheets.py), [] when nothing succeeded.
+    # A sweep's axes as submitted ([[axis, [values]], ...], api/sweep.py; migration 0009),
+    # and its contact sheets once the batch ended: [{item, key, width, height}], NULL until
+    # built (the sweeper builds what is missing: worker/sheets.py), [] when nothing succeeded.
     # none_as_null: a batch without a sweep must be SQL NULL, not JSON null, or the
     # sweeper's `sweep IS NOT NULL` would take every such batch for a sweep.
-    sweep: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    sweep: Mapped[list[list[Any]] | None] = mapped_column(JSONB(none_as_null=True))
     contact_sheets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
 
     __table_args__ = (

@@ -42,20 +42,16 @@ FP8_MIN_CAPABILITY = (8, 9)
 
 def prepare_pipeline(pipe: Any, device: str, settings: Settings, matmul_precision: str = "default") -> Any:
     pipe = pipe.to(device)
-    if device == "cuda":
-        unet = getattr(pipe, "unet", None)
-        if unet is not None:
-            # channels_last measured 9-25% slower for SD 1.5 fp16 on an H100 with SDPA
-            # (bench/README.md), so it is opt-in.
-            if settings.channels_last:
-                unet.to(memory_format=torch.channels_last)
-        denoiser = "unet" if unet is not None else "transformer"
-        if getattr(pipe, denoiser, None) is not None:
-            apply_matmul_precision(getattr(pipe, denoiser), matmul_precision, device)
-            if settings.compile and denoiser == "unet":
-                pipe.unet = compile_module(unet, settings)
-    else:
-        apply_matmul_precision(None, matmul_precision, device)
+    unet = getattr(pipe, "unet", None)
+    # channels_last measured 9-25% slower for SD 1.5 fp16 on an H100 with SDPA
+    # (bench/README.md), so it is opt-in.
+    if device == "cuda" and unet is not None and settings.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    denoiser = unet if unet is not None else getattr(pipe, "transformer", None)
+    if denoiser is not None:
+        apply_matmul_precision(denoiser, matmul_precision, device)
+    if device == "cuda" and unet is not None and settings.compile:
+        pipe.unet = compile_module(unet, settings)
     return pipe
 
 

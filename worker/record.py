@@ -30,7 +30,7 @@ from fresco.logs import bound, job_ids
 from fresco.thumbnails import CONTENT_TYPE as THUMB_CONTENT_TYPE
 from fresco.thumbnails import thumbnail_key
 from worker import metrics, result_cache, task_report
-from worker.encode_pool import Encoded, encode_with_thumbnail
+from worker.encode_pool import Encoded
 from worker.retries import TRANSIENT, with_retries
 from worker.unit import Failed, Rendered, Resources, Unit, result_key
 
@@ -71,10 +71,7 @@ def fail_all(res: Resources, unit: Unit, failure: JobFailure) -> None:
 
 def encode_start(res: Resources, rendered: Rendered) -> Callable[[], Encoded]:
     """Start encoding the image (in the encode pool, or inline when it is called)."""
-    fmt = rendered.job.spec["output_format"]
-    if res.encoder is None:
-        return lambda: encode_with_thumbnail(rendered.pixels, fmt)
-    return res.encoder.submit(rendered.pixels, fmt)
+    return res.encoder.submit(rendered.pixels, rendered.job.spec["output_format"])
 
 
 def store(res: Resources, rendered: Rendered, encoding: Callable[[], Encoded] | None = None) -> dict[str, Any]:

@@ -151,8 +151,7 @@ def _init_render_process(**_: object) -> None:
     if not pool_request_path(os.getppid()).exists():
         remove(settings.ready_file)
     # The encode processes start beside the preload, not on the first unit (worker/encode_pool.py).
-    if engine.res.encoder is not None:
-        engine.res.encoder.start()
+    engine.res.encoder.start()
     loaded = True
     for model_id in settings.preload:
         entry = engine.registry.get(model_id)
@@ -184,7 +183,7 @@ def _flush_stores(**_: object) -> None:
     engine = engine_module._engine
     if engine is not None and engine.storing:
         engine.flush_stores(time.monotonic() + engine.settings.shutdown_grace_s)
-    if engine is not None and engine.res.encoder is not None:
+    if engine is not None:
         engine.res.encoder.close()
 
 

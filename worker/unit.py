@@ -20,12 +20,12 @@ from fresco.settings import Settings
 from fresco.spec import Signature
 from fresco.storage import Storage
 from worker import task_report
+from worker.encode_pool import EncodePool
 
 if TYPE_CHECKING:
     import numpy as np
 
     from worker.adapters import AdapterCache
-    from worker.encode_pool import EncodePool
     from worker.lease import Lease
     from worker.model_cache import ModelCache
 
@@ -38,7 +38,8 @@ class Resources:
     cache: ModelCache
     device: str
     adapters: AdapterCache | None = None  # LoRAs on the warm models (worker/adapters.py)
-    encoder: EncodePool | None = None  # encodes beside the render loop (worker/encode_pool.py); None: inline
+    # encodes beside the render loop (worker/encode_pool.py); without processes: inline
+    encoder: EncodePool = field(default_factory=lambda: EncodePool(0))
     # model id -> batch size the preload tuning chose (CUDA; worker/autotune.py)
     tuned_batch: dict[str, int] = field(default_factory=dict)
 
