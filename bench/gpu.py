@@ -465,20 +465,27 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
     engine on the eager UNet, in the same process, and the same-seed tolerance.
 
     With ``--fp8`` (a bfloat16 pipeline): the reference images and the bf16 eager rows
-    first, then the UNet quantized (registry ``matmul_precision = "fp8"``) and compiled;
-    the fp8 images against the bf16 ones on the same seeds (PSNR, per-pixel differences)."""
+    first, then the UNet quantized (registry ``matmul_precision = "fp8"``): fp8 eager rows
+    and its images against the bf16 ones on the same seeds (PSNR, per-pixel differences),
+    then compiled, the same again.
+
+    ``--compile-scope blocks`` compiles the UNet's repeated transformer blocks instead of
+    the whole UNet, ``--compile-vae`` the VAE decoder too (FRESCO_COMPILE_SCOPE,
+    FRESCO_COMPILE_VAE)."""
     from fresco.settings import Settings
     from worker import sampler
-    from worker.device import prepare_pipeline
+    from worker.device import compile_pipeline, prepare_pipeline
 
     eager_unet = pipe.unet
+    eager_decoder = pipe.vae.decoder
     b = batches[-1]
     k = b // 2
     scheduler_config = dict(pipe.scheduler.config)
     specs = specs_for(b, size, steps, [SEED + 2000 + i for i in range(b)])
     modes: dict[str, dict[int, dict]] = {}
     out: dict = {"batch": b, "cache_dir": str(args.cache_dir), "compile_mode": args.compile_mode,
-                 "channels_last": args.channels_last, "kernel_tuning": args.kernel_tuning, "fp8": args.fp8}
+                 "channels_last": args.channels_last, "kernel_tuning": args.kernel_tuning, "fp8": args.fp8,
+                 "compile_scope": args.compile_scope, "compile_vae": args.compile_vae}
     reference = None
     if args.fp8:  # bf16 first: quantizing changes the UNet in place
         reference = sampler.render(pipe, scheduler_config, specs)
@@ -486,17 +493,30 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
                                                                                   steps)),
                                        batches, device, args.min_calls, args.min_images, deadline)
     settings = Settings(compile=True, compile_mode=args.compile_mode, compile_cache_dir=args.cache_dir,
-                        channels_last=args.channels_last)
+                        channels_last=args.channels_last, compile_scope=args.compile_scope,
+                        compile_vae=args.compile_vae)
     if args.kernel_tuning:
         import torch._inductor.config as inductor
 
         inductor.conv_1x1_as_mm = True
         inductor.epilogue_fusion = False
         torch.backends.cudnn.benchmark = True
-    t0 = time.perf_counter()
-    pipe = prepare_pipeline(pipe, device, settings, "fp8" if args.fp8 else "default")
+    if args.fp8:  # quantized and measured eager first: the compile may not finish in time
+        t0 = time.perf_counter()
+        pipe = prepare_pipeline(pipe, device, settings.model_copy(update={"compile": False}), "fp8")
+        sync(device)
+        log(f"  fp8: UNet quantized in {time.perf_counter() - t0:.1f} s")
+        modes["fp8 eager"] = run_mode("fp8 eager", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size,
+                                                                                 steps)),
+                                      batches, device, args.min_calls, args.min_images, deadline)
+        out["fp8_eager_vs_bf16"] = fp8_quality(sampler.render(pipe, scheduler_config, specs), reference, "eager")
+        t0 = time.perf_counter()
+        compile_pipeline(pipe, settings)
+    else:
+        t0 = time.perf_counter()
+        pipe = prepare_pipeline(pipe, device, settings, "default")
     out["prepare_s"] = time.perf_counter() - t0
-    compiled_unet = pipe.unet
+    swap = CompiledSwap(pipe, eager_unet, eager_decoder)
     t0 = time.perf_counter()
     engine_call(pipe, scheduler_config, b, size, steps)
     sync(device)
@@ -504,7 +524,8 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
     out["start_to_first_image_s"] = time.time() - started_wall
     log(f"\n## compiled{' fp8' if args.fp8 else ''}: first call at B={b} took {out['first_call_s']:.1f} s (compile "
         f"included); process start to first image {out['start_to_first_image_s']:.1f} s (cache {args.cache_dir}, "
-        f"mode {args.compile_mode}, kernel tuning {out['kernel_tuning']}, channels_last {args.channels_last})")
+        f"mode {args.compile_mode}, scope {args.compile_scope}, VAE {args.compile_vae}, kernel tuning "
+        f"{out['kernel_tuning']}, channels_last {args.channels_last})")
     if args.first_only:
         return out
     name = "fp8 compiled" if args.fp8 else "compiled"
@@ -512,17 +533,12 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
                            batches, device, args.min_calls, args.min_images, deadline)
     if args.fp8:
         if reference is not None and time.perf_counter() < deadline:
-            fp8_images = sampler.render(pipe, scheduler_config, specs)
-            out["fp8_vs_bf16"] = quality(fp8_images, reference)
-            q = out["fp8_vs_bf16"]
-            log(f"  fp8 vs bf16 (eager), {b} images, same seeds: PSNR {q['psnr_db_mean']:.2f} dB mean "
-                f"({q['psnr_db_min']:.2f} worst), mean |diff| {q['mean_abs_diff']:.2f}/255, max {q['max_abs_diff']}/255, "
-                f"{q['frac_over_8']:.1%} of values off by more than 8/255")
+            out["fp8_vs_bf16"] = fp8_quality(sampler.render(pipe, scheduler_config, specs), reference, "compiled")
         out["modes"] = modes
         return out
     # The baselines, on the same pipeline object: the stock eager pipeline as diffusers
     # runs it, and the farm's engine on the eager UNet.
-    pipe.unet = eager_unet
+    swap.eager()
     torch.backends.cudnn.benchmark = False
     if args.channels_last:
         eager_unet.to(memory_format=torch.contiguous_format)
@@ -531,29 +547,41 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
     modes["eager"] = run_mode("eager", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size, steps)),
                               batches, device, args.min_calls, args.min_images, deadline)
     out["modes"] = modes
-    # What compiling the VAE decoder could win at most: its share of an eager call.
+    # What compiling the VAE decoder could win at most: its share of an eager call; with
+    # --compile-vae, the compiled decoder's time beside it (its graph for B was compiled
+    # by the first call).
     latents = torch.randn(b, 4, size // 8, size // 8, device=device, dtype=pipe.vae.dtype)
-    with torch.inference_mode():
-        for _ in range(2):
-            sync(device)
-            t0 = time.perf_counter()
-            pipe.vae.decode(latents / pipe.vae.config.scaling_factor)
-            sync(device)
-            out["vae_decode_s"] = time.perf_counter() - t0
+
+    def decode_s() -> float:
+        with torch.inference_mode():
+            for _ in range(3):
+                sync(device)
+                t0 = time.perf_counter()
+                pipe.vae.decode(latents / pipe.vae.config.scaling_factor)
+                sync(device)
+        return time.perf_counter() - t0
+
+    out["vae_decode_s"] = decode_s()
     eager_call = modes.get("eager", {}).get(b, {}).get("s_per_call")
     if eager_call:
         out["vae_decode_share"] = out["vae_decode_s"] / eager_call
-    log(f"  VAE decode of {b} latents: {out['vae_decode_s']:.3f} s"
-        + (f" ({out['vae_decode_share']:.1%} of an eager call)" if eager_call else ""))
+    line = f"  VAE decode of {b} latents: {out['vae_decode_s']:.3f} s" + (
+        f" ({out['vae_decode_share']:.1%} of an eager call)" if eager_call else "")
+    if args.compile_vae:
+        swap.compiled()
+        out["vae_decode_compiled_s"] = decode_s()
+        swap.eager()
+        line += f"; compiled {out['vae_decode_compiled_s']:.3f} s"
+    log(line)
     if time.perf_counter() < deadline:
         eager_batched = sampler.render(pipe, scheduler_config, specs)[k]
         eager_alone = sampler.render(pipe, scheduler_config, [specs[k]])[0]
-        pipe.unet = compiled_unet
+        swap.compiled()
         if args.channels_last:
             eager_unet.to(memory_format=torch.channels_last)  # the compiled graph's parameters
         torch.backends.cudnn.benchmark = args.kernel_tuning
         compiled_batched = sampler.render(pipe, scheduler_config, specs)[k]
-        pipe.unet = eager_unet
+        swap.eager()
         out["tolerance"] = {"seed": specs[k]["seed"], "position": k, "batch": b,
                             "compiled_batched_vs_eager_alone": tolerance(compiled_batched, eager_alone),
                             "compiled_batched_vs_eager_batched": tolerance(compiled_batched, eager_batched),
@@ -563,6 +591,37 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
                 log(f"  tolerance {name}: max |diff| {t['max_abs_diff']}/255, mean {t['mean_abs_diff']:.4f}, "
                     f"{t['frac_differ']:.2%} of values differ")
     return out
+
+
+class CompiledSwap:
+    """Switches a compiled pipeline to its eager modules and back, so that the baselines
+    run on the same weights: a whole compiled UNet or VAE decoder is a wrapper to swap; a
+    regionally compiled block holds its compiled call in place (nn.Module.compile)."""
+
+    def __init__(self, pipe: Any, eager_unet: Any, eager_decoder: Any) -> None:
+        self.pipe = pipe
+        self.eager_modules = (eager_unet, eager_decoder)
+        self.compiled_modules = (pipe.unet, pipe.vae.decoder)
+        self.blocks = [(m, m._compiled_call_impl) for m in eager_unet.modules()
+                       if getattr(m, "_compiled_call_impl", None) is not None]
+
+    def eager(self) -> None:
+        self.pipe.unet, self.pipe.vae.decoder = self.eager_modules
+        for m, _ in self.blocks:
+            m._compiled_call_impl = None
+
+    def compiled(self) -> None:
+        self.pipe.unet, self.pipe.vae.decoder = self.compiled_modules
+        for m, call in self.blocks:
+            m._compiled_call_impl = call
+
+
+def fp8_quality(images: np.ndarray, reference: np.ndarray, how: str) -> dict:
+    q = quality(images, reference)
+    log(f"  fp8 {how} vs bf16 (eager), {len(images)} images, same seeds: PSNR {q['psnr_db_mean']:.2f} dB mean "
+        f"({q['psnr_db_min']:.2f} worst), mean |diff| {q['mean_abs_diff']:.2f}/255, max {q['max_abs_diff']}/255, "
+        f"{q['frac_over_8']:.1%} of values off by more than 8/255")
+    return q
 
 
 def quality(images: np.ndarray, reference: np.ndarray) -> dict:
@@ -597,6 +656,9 @@ def main() -> None:
     parser.add_argument("--first-only", action="store_true", help="with --compile-session: stop at the first image")
     parser.add_argument("--cache-dir", type=Path, default=None, help="compile cache (FRESCO_COMPILE_CACHE_DIR)")
     parser.add_argument("--compile-mode", default="default")
+    parser.add_argument("--compile-scope", default="unet", choices=("unet", "blocks"),
+                        help="FRESCO_COMPILE_SCOPE: the whole UNet, or its repeated transformer blocks")
+    parser.add_argument("--compile-vae", action="store_true", help="FRESCO_COMPILE_VAE: compile the VAE decoder too")
     parser.add_argument("--channels-last", action="store_true", help="channels_last UNet (FRESCO_CHANNELS_LAST)")
     parser.add_argument("--kernel-tuning", action="store_true",
                         help="compile with inductor's conv_1x1_as_mm, no epilogue fusion and cuDNN benchmark mode "

@@ -7,18 +7,20 @@
 #
 # Stages, most important first; each has a time limit, and a stage that would start past
 # SESSION_S seconds (default 500) is skipped, so a slow machine still returns what it
-# measured:
-#   1. sd15-stores   SD 1.5 arch 512², B=16,8: bare pipeline vs the farm's engine, the
-#                    engine with encode + store to a local folder: serial, pipelined with
-#                    the encode processes (a CUDA worker), pipelined encoding on the store
-#                    thread (the 2026-12-04 run's way)
-#   2. sd15-compile  FRESCO_COMPILE's path (torch.compile per shape, kernel tuning, empty
-#                    cache): start to first image cold, compiled vs the stock eager
-#                    pipeline at B=16, same-seed tolerance
-#   3. sd15-warm     a new process on the cache stage 2 filled: start to first image
-#   4. sd15-fp8      bf16 pipeline, then matmul_precision fp8 (torchao) compiled: speed
-#                    and the images against bf16 on the same seeds (PSNR)
-#   5. sd15-compile-cl  stage 2 with a channels_last UNet (if the time is left)
+# measured. STAGES (space-separated names) picks and orders them; default: all below.
+#   sd15-stores    SD 1.5 arch 512², B=16, 6+ calls a row: bare pipeline vs the farm's
+#                  engine, and the engine storing to a local folder with its stores
+#                  pipelined through the encode processes (a CUDA worker's way)
+#   sd15-compile   FRESCO_COMPILE's path with the VAE decoder compiled too, empty cache:
+#                  start to first image cold, compiled vs the stock eager pipeline at
+#                  B=16, the VAE decoder eager vs compiled, same-seed tolerance
+#   sd15-warm      a new process on the cache sd15-compile filled: start to first image
+#   imports        what that start spends importing (python -X importtime) and in CUDA init
+#   sd15-blocks    sd15-compile with FRESCO_COMPILE_SCOPE=blocks (regional compile)
+#   sd15-blocks-warm  sd15-warm on sd15-blocks' cache
+#   sd15-fp8       bf16 pipeline, then matmul_precision fp8 (torchao): eager, then
+#                  compiled, each against bf16 on the same seeds (PSNR)
+#   sd15-stores-all  the 2026-12-04 table: B=16,8 with serial stores and thread encoding
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-session}
@@ -56,19 +58,43 @@ stage() {  # stage NAME LIMIT_S NEEDS_S ARGS...
     timeout -k 5 "$limit" "$PY" bench/gpu.py --t0 "$(date +%s.%N)" --json "$OUT/$name.json" "$@" $EXTRA \
         > "$OUT/$name.txt" 2>&1
     echo "   rc=$? at $(elapsed) s"
-    grep -E '^\| |start to first|tolerance|determinism|VAE decode|fp8 vs|encode processes|^Total' "$OUT/$name.txt" \
+    grep -E '^\| |start to first|tolerance|determinism|VAE decode|fp8 .*vs bf16|quantized in|encode processes|^Total' "$OUT/$name.txt" \
         || tail -5 "$OUT/$name.txt"
 }
 
 CACHE=/tmp/fresco-inductor
-rm -rf "$CACHE" "$CACHE-fp8" "$CACHE-cl"
-stage sd15-stores 130 80 --arch sd15 --batches 16,8 --modes bare,engine,store,pipelined,pipelined-inline \
-    --min-calls 2 --min-images 4 --no-det --max-seconds 100
-stage sd15-compile 180 110 --arch sd15 --compile-session --batches 16 --min-calls 3 --min-images 16 \
-    --cache-dir "$CACHE" --max-seconds 160
-stage sd15-warm 60 35 --arch sd15 --compile-session --first-only --batches 16 --cache-dir "$CACHE"
-stage sd15-fp8 170 120 --arch sd15 --compile-session --fp8 --batches 16 --min-calls 3 --min-images 16 \
-    --cache-dir "$CACHE-fp8" --max-seconds 150
-stage sd15-compile-cl 170 110 --arch sd15 --compile-session --channels-last --batches 16 --min-calls 3 \
-    --min-images 16 --cache-dir "$CACHE-cl" --max-seconds 150
+rm -rf "$CACHE" "$CACHE-blocks" "$CACHE-fp8"
+run_stage() {
+    case $1 in
+    sd15-stores) stage sd15-stores 130 90 --arch sd15 --batches 16 --modes bare,engine,pipelined \
+        --min-calls 6 --min-images 16 --no-det --max-seconds 110 ;;
+    sd15-compile) stage sd15-compile 170 110 --arch sd15 --compile-session --compile-vae --batches 16 \
+        --min-calls 4 --min-images 16 --cache-dir "$CACHE" --max-seconds 150 ;;
+    sd15-warm) stage sd15-warm 60 35 --arch sd15 --compile-session --compile-vae --first-only --batches 16 \
+        --cache-dir "$CACHE" ;;
+    imports)
+        echo "== imports at $(elapsed) s"
+        timeout 60 "$PY" -X importtime -c '
+import time; t0 = time.perf_counter()
+import torch, diffusers, transformers
+from worker import sampler
+from worker.device import prepare_pipeline
+t1 = time.perf_counter(); torch.cuda.init(); torch.cuda.get_device_name(); t2 = time.perf_counter()
+print(f"imports {t1 - t0:.1f} s, CUDA init {t2 - t1:.1f} s", flush=True)' > "$OUT/imports.txt" 2> "$OUT/importtime.raw"
+        sort -t'|' -k2 -n -r "$OUT/importtime.raw" | head -40 >> "$OUT/imports.txt"
+        head -12 "$OUT/imports.txt" ;;
+    sd15-blocks) stage sd15-blocks 150 90 --arch sd15 --compile-session --compile-scope blocks --compile-vae \
+        --batches 16 --min-calls 4 --min-images 16 --cache-dir "$CACHE-blocks" --max-seconds 130 ;;
+    sd15-blocks-warm) stage sd15-blocks-warm 50 30 --arch sd15 --compile-session --compile-scope blocks \
+        --compile-vae --first-only --batches 16 --cache-dir "$CACHE-blocks" ;;
+    sd15-fp8) stage sd15-fp8 "${FP8_S:-200}" 60 --arch sd15 --compile-session --fp8 --batches 16 --min-calls 3 \
+        --min-images 16 --cache-dir "$CACHE-fp8" --max-seconds "$(( ${FP8_S:-200} - 20 ))" ;;
+    sd15-stores-all) stage sd15-stores-all 130 80 --arch sd15 --batches 16,8 \
+        --modes bare,engine,store,pipelined,pipelined-inline --min-calls 2 --min-images 4 --no-det --max-seconds 100 ;;
+    *) echo "unknown stage $1" ;;
+    esac
+}
+for name in ${STAGES:-sd15-stores sd15-compile sd15-warm imports sd15-blocks sd15-blocks-warm sd15-fp8}; do
+    run_stage "$name"
+done
 echo "session done in $(elapsed) s"

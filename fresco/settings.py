@@ -242,6 +242,12 @@ class Settings(_FrescoSettings):
     # restarted worker loads compiled kernels instead of compiling again. Default:
     # <FRESCO_HF_CACHE_DIR>/inductor when that is set, else inductor's own (/tmp).
     compile_cache_dir: Path | None = None
+    # What FRESCO_COMPILE compiles of the UNet: "unet" (the whole module, one graph per
+    # shape) or "blocks" (diffusers' regional compile: each repeated transformer block
+    # compiled once and reused, a fraction of the compile time; resnets stay eager).
+    compile_scope: Literal["unet", "blocks"] = "unet"
+    # FRESCO_COMPILE also compiles the VAE decoder (one graph per batch shape).
+    compile_vae: bool = False
     # Store and record call N−1's images on a thread while call N samples
     # (worker/store_queue.py): auto = on CUDA only; on, off.
     pipeline_stores: Literal["auto", "on", "off"] = "auto"

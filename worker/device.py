@@ -51,8 +51,24 @@ def prepare_pipeline(pipe: Any, device: str, settings: Settings, matmul_precisio
     if denoiser is not None:
         apply_matmul_precision(denoiser, matmul_precision, device)
     if device == "cuda" and unet is not None and settings.compile:
-        pipe.unet = compile_module(unet, settings)
+        compile_pipeline(pipe, settings)
     return pipe
+
+
+def compile_pipeline(pipe: Any, settings: Settings) -> None:
+    """FRESCO_COMPILE on a pipeline, in place: the UNet whole (FRESCO_COMPILE_SCOPE=unet)
+    or its repeated transformer blocks (blocks: diffusers' regional compile, one graph
+    reused by every block of a shape, so a fraction of the compile and cache-load time),
+    and the VAE decoder with FRESCO_COMPILE_VAE. Every graph is compiled on its first call."""
+    if settings.compile_scope == "blocks" and getattr(pipe.unet, "_repeated_blocks", None):
+        set_compile_cache(settings)
+        log.info("compiling %s's repeated blocks (mode %s)", type(pipe.unet).__name__, settings.compile_mode)
+        pipe.unet.compile_repeated_blocks(mode=settings.compile_mode, dynamic=False)
+    else:
+        pipe.unet = compile_module(pipe.unet, settings)
+    vae = getattr(pipe, "vae", None)
+    if settings.compile_vae and vae is not None and hasattr(vae, "decoder"):
+        vae.decoder = compile_module(vae.decoder, settings)
 
 
 def apply_matmul_precision(module: Any, precision: str, device: str) -> str:
@@ -81,14 +97,19 @@ def compile_module(module: Any, settings: Settings) -> Any:
     call, which the preload makes for the default shape (worker/autotune.py). Static
     shapes let inductor pick kernels for the exact size; dynamic=True compiled one slower
     graph for all sizes. The kernels land in the compile cache (FRESCO_COMPILE_CACHE_DIR)."""
+    cache = set_compile_cache(settings)
+    log.info("compiling %s (mode %s, cache %s)", type(module).__name__, settings.compile_mode, cache)
+    return torch.compile(module, mode=settings.compile_mode, dynamic=False)
+
+
+def set_compile_cache(settings: Settings) -> Path | None:
     cache = compile_cache_dir(settings)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         # Read by inductor when it first compiles; triton's own kernel cache beside it.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
         os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
-    log.info("compiling %s (mode %s, cache %s)", type(module).__name__, settings.compile_mode, cache)
-    return torch.compile(module, mode=settings.compile_mode, dynamic=False)
+    return cache
 
 
 
