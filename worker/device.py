@@ -2,7 +2,8 @@
 
 CUDA: the registry's half precision, SDPA attention (diffusers' default processor on
 torch 2: flash or memory-efficient kernels), optional channels_last UNet, optional
-torch.compile per batch shape with its cache on the model-cache volume. CPU: fp32, torch threads set to the cores this
+torch.compile (the UNet or its repeated blocks, and the VAE decoder) per batch shape with
+its cache on the model-cache volume. CPU: fp32, torch threads set to the cores this
 process is given (left at the default, two busy processes on two cores thrash).
 """
 from __future__ import annotations
@@ -49,7 +50,11 @@ def prepare_pipeline(pipe: Any, device: str, settings: Settings, matmul_precisio
         unet.to(memory_format=torch.channels_last)
     denoiser = unet if unet is not None else getattr(pipe, "transformer", None)
     if denoiser is not None:
-        apply_matmul_precision(denoiser, matmul_precision, device)
+        precision = apply_matmul_precision(denoiser, matmul_precision, device)
+        if precision == "fp8" and not settings.compile:
+            # Unfused, the per-call quantization costs more than float8 matmuls win:
+            # 0.64x bf16's images/s on an H200 (bench/README.md).
+            log.warning("matmul_precision fp8 without FRESCO_COMPILE runs slower than the model's dtype")
     if device == "cuda" and unet is not None and settings.compile:
         compile_pipeline(pipe, settings)
     return pipe
