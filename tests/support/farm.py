@@ -56,11 +56,12 @@ class Farm:
 
     # --- processes ---------------------------------------------------------------------
 
-    def start_api(self, **env: str) -> "Farm":
+    def start_api(self, wait: bool = True, **env: str) -> "Farm":
         e = {**self.env, **env}
         self.procs["api"] = Proc("api", [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port",
                                          str(self.port)], e, self.tmp / "api.log")
-        wait_until(self._healthy, 60, "the API to answer /healthz")
+        if wait:
+            wait_until(self._healthy, 60, "the API to answer /healthz")
         return self
 
     def _healthy(self) -> bool:
@@ -92,9 +93,13 @@ class Farm:
         return "ready." in proc.log.read_text()
 
     def start(self, workers: int = 1, **env: str) -> "Farm":
-        self.start_api()
-        for i in range(workers):
-            self.start_worker(f"w{i + 1}", **env)
+        """The API and the workers, all starting at once (a worker needs no API), then
+        waited for: each process spends seconds importing, and they overlap."""
+        self.start_api(wait=False)
+        procs = [self.start_worker(f"w{i + 1}", wait_ready=False, **env) for i in range(workers)]
+        wait_until(self._healthy, 60, "the API to answer /healthz")
+        for proc in procs:
+            wait_until(lambda: self._worker_ready(proc), 90, f"worker {proc.name} to be ready")
         return self
 
     def close(self) -> None:

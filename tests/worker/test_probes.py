@@ -23,7 +23,9 @@ from support.procs import ROOT, Proc
 from support.waiting import wait_until
 
 INTERVAL_S = 0.5  # FRESCO_LIVE_INTERVAL_S for these workers: stale after 6 x 0.5 s
-SLOW = {"width": 64, "height": 64, "steps": 30}  # several seconds for 4 jobs on a shared CPU
+# 4 jobs: about 10 s on a quiet 2-core CPU (30 steps took 3.8 s there, less than the
+# 4 s liveness window below), longer on a shared one
+SLOW = {"width": 64, "height": 64, "steps": 80}
 
 
 def probe_commands() -> dict[str, list[str]]:
