@@ -221,13 +221,29 @@ def release(session: Session, *, ids: list[uuid.UUID], token: str) -> Demand:
 def cancel_jobs(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID | None = None,
                 batch_id: uuid.UUID | None = None) -> None:
     """Queued jobs end canceled at once (never claimed); running ones get a flag that the
-    worker sees at its next step. Queued first: a claim racing this statement either
-    wins (then the second statement flags the job) or loses (then it is canceled)."""
+    worker sees at its next step. One statement that locks the rows in id order and takes
+    the batch's counter row only at its end (the trigger): workers lock a batch's job rows
+    in id order too (``id = ANY``) and the counter row last, so neither side can hold what
+    the other waits for (docs/design.md, *Tables*). A claim racing it either commits first
+    (the job is then running, re-read here and flagged) or finds the row locked and skips it."""
     where = "tenant_id = :tenant AND " + ("id = :id" if job_id else "batch_id = :batch")
-    params = {"tenant": tenant_id, "id": job_id, "batch": batch_id}
-    session.execute(text(f"UPDATE jobs SET status = {CANCELED}, finished_at = now() "
-                         f"WHERE {where} AND status = {QUEUED}"), params)
-    session.execute(text(f"UPDATE jobs SET cancel_requested = true WHERE {where} AND status = {RUNNING}"), params)
+    session.execute(text(f"""
+        WITH locked AS (
+            SELECT id FROM jobs WHERE {where} AND status IN ({QUEUED}, {RUNNING}) ORDER BY id FOR UPDATE)
+        UPDATE jobs AS j SET
+            status = CASE WHEN j.status = {QUEUED} THEN {CANCELED} ELSE j.status END,
+            finished_at = CASE WHEN j.status = {QUEUED} THEN now() ELSE j.finished_at END,
+            cancel_requested = j.cancel_requested OR j.status = {RUNNING}
+        FROM locked WHERE j.id = locked.id AND j.status IN ({QUEUED}, {RUNNING})"""),
+        {"tenant": tenant_id, "id": job_id, "batch": batch_id})
+
+
+def cancel_batch(session: Session, *, batch: Batch) -> None:
+    """Cancel a batch's unfinished jobs, then mark the batch canceled: its row last, after
+    the job rows, the order every worker transaction takes them in."""
+    cancel_jobs(session, tenant_id=batch.tenant_id, batch_id=batch.id)
+    batch.canceled = True
+    session.flush()
 
 
 def retry_failed(session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID, extra_attempts: int) -> Demand:

@@ -6,8 +6,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-import psycopg.errors
-import sqlalchemy.exc
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
@@ -17,8 +15,16 @@ from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.errors import AUTHED, error_responses
 from api.image_inputs import ImageInputs
 from api.metrics import submitted
-from api.schemas import (BatchList, BatchPublic, DryRun, JobList, batch_public, batch_status, job_public,
-                         servable)
+from api.schemas import (
+    BatchList,
+    BatchPublic,
+    DryRun,
+    JobList,
+    batch_public,
+    batch_status,
+    job_public,
+    servable,
+)
 from db import jobs as jobs_db
 from db.models import Batch
 from db.session import session_scope
@@ -27,9 +33,6 @@ from fresco.dispatch import publish
 from fresco.errors import Conflict, InvalidSpec, NotFound
 from fresco.settings import get_settings
 from fresco.storage import Storage
-
-# A cancel that meets a deadlock with workers of the same batch is done again (cancel_batch).
-DEADLOCK_RETRIES = 3
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=error_responses(*AUTHED))
 
@@ -161,23 +164,12 @@ def cancel_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, st
     """Queued jobs end `canceled` at once and are never claimed; running ones stop at
     their next sampling step. A batch with nothing left to cancel answers 409 and is left
     as it is, like a finished job's cancel."""
-    for attempt in range(DEADLOCK_RETRIES + 1):
-        batch = _batch_or_404(session, tenant, batch_id)
-        counts = jobs_db.batch_stats(session, batch_id=batch.id).counts
-        if not counts[JobState.QUEUED] and not counts[JobState.RUNNING]:
-            raise Conflict(f"batch {batch_id} already ended {batch_status(batch, counts)}; nothing to cancel")
-        batch.canceled = True
-        try:
-            jobs_db.cancel_jobs(session, tenant_id=tenant, batch_id=batch.id)
-            session.commit()  # committed before the answer goes out
-            break
-        except sqlalchemy.exc.OperationalError as e:
-            # Thousands of job rows and the batch's counter row, locked while workers claim
-            # and finish jobs of the same batch (each also takes the counter row): Postgres
-            # may end one side as a deadlock. Ours rolled back whole; doing it again is safe.
-            if not isinstance(e.orig, psycopg.errors.DeadlockDetected) or attempt == DEADLOCK_RETRIES:
-                raise
-            session.rollback()
+    batch = _batch_or_404(session, tenant, batch_id)
+    counts = jobs_db.batch_stats(session, batch_id=batch.id).counts
+    if not counts[JobState.QUEUED] and not counts[JobState.RUNNING]:
+        raise Conflict(f"batch {batch_id} already ended {batch_status(batch, counts)}; nothing to cancel")
+    jobs_db.cancel_batch(session, batch=batch)
+    session.commit()  # committed before the answer goes out
     return batch_public(batch, jobs_db.batch_stats(session, batch_id=batch.id), storage)
 
 
