@@ -70,17 +70,11 @@ class AsyncClient:
                 r = await http.request(call.method, url or call.path, params=call.params, json=call.json,
                                        content=call.body.achunks() if call.body else None, headers=call.headers)
             except httpx.TransportError as e:
-                wait = self.retry.wait_after_error(e, retry, replay_safe=call.replay_safe)
-                if wait is None:
-                    raise ConnectionFailed(config.no_answer(url or self.api_url, e)) from e
-                log.info("%s %s: %s; retrying in %.1f s", call.method, call.path, e, wait)
+                wait = self.retry.wait_or_raise(call, retry, url=url or self.api_url, error=e)
             else:
                 if r.status_code < 400:
                     return r
-                wait = self.retry.wait_after_answer(r, retry, replay_safe=call.replay_safe)
-                if wait is None:
-                    raise api_error(r)
-                log.info("%s %s: %s; retrying in %.1f s", call.method, call.path, r.status_code, wait)
+                wait = self.retry.wait_or_raise(call, retry, url=url or self.api_url, response=r)
             await asyncio.sleep(wait)
             retry += 1
 

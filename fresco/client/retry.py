@@ -10,12 +10,18 @@ docs/design.md, *The SDK and the CLI*.
 """
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
-from fresco.client.errors import retry_after_s
+from fresco.client import config
+from fresco.client.calls import Call
+from fresco.client.errors import ConnectionFailed, api_error, retry_after_s
+
+log = logging.getLogger(__name__)
 
 # Failures in which the request never reached the API: always safe to send again.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -62,6 +68,25 @@ class RetryPolicy:
         if isinstance(error, NOT_SENT) or replay_safe:
             return self.backoff(retry)
         return None
+
+
+    def wait_or_raise(self, call: Call[Any], retry: int, *, url: str, response: httpx.Response | None = None,
+                      error: httpx.TransportError | None = None) -> float:
+        """After a failed try of ``call`` (an error answer, or no answer: ``error``), the
+        seconds to wait before the next; raises what the caller gets when there is none.
+        The sync and async clients share it: only their sending and sleeping differ."""
+        if error is not None:
+            wait = self.wait_after_error(error, retry, replay_safe=call.replay_safe)
+            if wait is None:
+                raise ConnectionFailed(config.no_answer(url, error)) from error
+            log.info("%s %s: %s; retrying in %.1f s", call.method, call.path, error, wait)
+            return wait
+        assert response is not None
+        wait = self.wait_after_answer(response, retry, replay_safe=call.replay_safe)
+        if wait is None:
+            raise api_error(response)
+        log.info("%s %s: %s; retrying in %.1f s", call.method, call.path, response.status_code, wait)
+        return wait
 
 
 NO_RETRIES = RetryPolicy(attempts=1)
