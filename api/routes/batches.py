@@ -15,16 +15,8 @@ from api.deps import RawBody, RegistryDep, SessionDep, StorageDep, TenantDep
 from api.errors import AUTHED, error_responses
 from api.image_inputs import ImageInputs
 from api.metrics import submitted
-from api.schemas import (
-    BatchList,
-    BatchPublic,
-    DryRun,
-    JobList,
-    batch_public,
-    batch_status,
-    job_public,
-    servable,
-)
+from api.schemas import (BatchList, BatchPublic, DryRun, JobList, batch_public, batch_status, job_public,
+                         servable)
 from db import jobs as jobs_db
 from db.models import Batch
 from db.session import session_scope
