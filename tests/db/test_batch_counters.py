@@ -6,37 +6,29 @@ import threading
 import uuid
 
 from sqlalchemy import text
+from support.rows import new_jobs, tenant_id
 
 from db import jobs as jobs_db
-from db import tenants
-from db.jobs import NewJob
 from db.models import Batch
 from db.session import session_scope
 from fresco.constants import JobState
 from fresco.errors import FailureType
-from fresco.registry import get_registry
-from fresco.spec import resolve
 
 
 def _tenant(s) -> uuid.UUID:
-    tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'counter-tests'"))
-    if tenant is None:
-        tenants.create_key(s, tenant="counter-tests")
-        tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'counter-tests'"))
-    return tenant
+    return tenant_id(s, "counter-tests")
 
 
 def _batch(n: int, *, queue: str = "q-counters", priority: int = 0, sig: str | None = None) -> tuple[uuid.UUID, str]:
     """A batch of n queued jobs, created the way ingest creates one (batch row, then COPY)."""
     sig = sig or f"counters-{uuid.uuid4().hex[:8]}"
-    spec = resolve({"prompt": "x", "steps": 2}, get_registry())
     with session_scope() as s:
         tenant = _tenant(s)
         batch = Batch(tenant_id=tenant, total=n, priority=priority)
         s.add(batch)
         s.flush()
         jobs_db.copy_jobs(s, tenant_id=tenant, batch_id=batch.id, priority=priority, max_attempts=2,
-                          jobs=[NewJob(uuid.uuid4(), spec["model"], queue, sig, spec) for _ in range(n)])
+                          jobs=new_jobs(n, signature=sig, queue=queue))
         return batch.id, sig
 
 

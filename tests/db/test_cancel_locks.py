@@ -10,36 +10,24 @@ from functools import partial
 import psycopg.errors
 import sqlalchemy.exc
 from sqlalchemy import text
+from support.rows import new_jobs, tenant_id
 
 from db import jobs as jobs_db
-from db import tenants
-from db.jobs import NewJob
 from db.models import Batch
 from db.session import session_scope
-from fresco.registry import get_registry
-from fresco.spec import resolve
 
 WORKERS, UNIT, JOBS, ROUNDS = 4, 8, 160, 12
 
 
-def _tenant(s) -> uuid.UUID:
-    tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'cancel-lock-tests'"))
-    if tenant is None:
-        tenants.create_key(s, tenant="cancel-lock-tests")
-        tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'cancel-lock-tests'"))
-    return tenant
-
-
 def _batch(n: int) -> tuple[uuid.UUID, uuid.UUID, str]:
     sig = f"cancel-locks-{uuid.uuid4().hex[:8]}"
-    spec = resolve({"prompt": "x", "steps": 2}, get_registry())
     with session_scope() as s:
-        tenant = _tenant(s)
+        tenant = tenant_id(s, "cancel-lock-tests")
         batch = Batch(tenant_id=tenant, total=n, priority=0)
         s.add(batch)
         s.flush()
         jobs_db.copy_jobs(s, tenant_id=tenant, batch_id=batch.id, priority=0, max_attempts=2,
-                          jobs=[NewJob(uuid.uuid4(), spec["model"], "q-cancel-locks", sig, spec) for _ in range(n)])
+                          jobs=new_jobs(n, signature=sig, queue="q-cancel-locks"))
         return tenant, batch.id, sig
 
 

@@ -5,14 +5,11 @@ import threading
 import uuid
 
 from sqlalchemy import text
+from support.rows import new_jobs, tenant_id
 
 from db import jobs as jobs_db
-from db import tenants
-from db.jobs import NewJob
 from db.session import session_scope
 from fresco.errors import FailureType
-from fresco.registry import get_registry
-from fresco.spec import resolve
 
 
 def _sig() -> str:
@@ -20,14 +17,10 @@ def _sig() -> str:
 
 
 def _insert(n: int, sig: str, priority: int = 0, max_attempts: int = 3) -> list[uuid.UUID]:
-    spec = resolve({"prompt": "x", "steps": 2}, get_registry())
-    jobs = [NewJob(uuid.uuid4(), spec["model"], "q-test", sig, spec) for _ in range(n)]
+    jobs = new_jobs(n, signature=sig, queue="q-test")
     with session_scope() as s:
-        tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'db-tests'"))
-        if tenant is None:
-            tenants.create_key(s, tenant="db-tests")
-            tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'db-tests'"))
-        jobs_db.copy_jobs(s, tenant_id=tenant, batch_id=None, priority=priority, max_attempts=max_attempts, jobs=jobs)
+        jobs_db.copy_jobs(s, tenant_id=tenant_id(s, "db-tests"), batch_id=None, priority=priority,
+                          max_attempts=max_attempts, jobs=jobs)
     return [j.id for j in jobs]
 
 

@@ -5,26 +5,19 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import text
+from support.rows import new_jobs, tenant_id
 
 from db import jobs as jobs_db
-from db import tenants
 from db import workers as workers_db
-from db.jobs import NewJob
 from db.session import session_scope
-from fresco.registry import get_registry
-from fresco.spec import resolve
 
 
 def _insert(n: int, max_attempts: int = 3) -> tuple[str, list[uuid.UUID]]:
     sig = f"test-{uuid.uuid4().hex[:8]}"
-    spec = resolve({"prompt": "x", "steps": 2}, get_registry())
-    jobs = [NewJob(uuid.uuid4(), spec["model"], "q-live", sig, spec) for _ in range(n)]
+    jobs = new_jobs(n, signature=sig, queue="q-live")
     with session_scope() as s:
-        tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'liveness-tests'"))
-        if tenant is None:
-            tenants.create_key(s, tenant="liveness-tests")
-            tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'liveness-tests'"))
-        jobs_db.copy_jobs(s, tenant_id=tenant, batch_id=None, priority=0, max_attempts=max_attempts, jobs=jobs)
+        jobs_db.copy_jobs(s, tenant_id=tenant_id(s, "liveness-tests"), batch_id=None, priority=0,
+                          max_attempts=max_attempts, jobs=jobs)
     return sig, [j.id for j in jobs]
 
 

@@ -7,29 +7,22 @@ import threading
 import uuid
 
 from sqlalchemy import text
+from support.rows import new_jobs, tenant_id
 
 from db import jobs as jobs_db
-from db import tenants
-from db.jobs import NewJob
 from db.models import Batch
 from db.session import open_session, session_scope
 from fresco.errors import FailureType
-from fresco.registry import get_registry
-from fresco.spec import resolve
 
 URL = "http://127.0.0.1:9/hook"
 
 
 def _batch(n: int, *, url: str | None = URL, events: list[str] | None = None,
            max_attempts: int = 3) -> tuple[uuid.UUID, list[uuid.UUID], str]:
-    spec = resolve({"prompt": "x", "steps": 2}, get_registry())
     sig = f"hook-{uuid.uuid4().hex[:8]}"
-    jobs = [NewJob(uuid.uuid4(), spec["model"], "q-test", sig, spec) for _ in range(n)]
+    jobs = new_jobs(n, signature=sig, queue="q-test")
     with session_scope() as s:
-        tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'db-webhook-tests'"))
-        if tenant is None:
-            tenants.create_key(s, tenant="db-webhook-tests")
-            tenant = s.scalar(text("SELECT id FROM tenants WHERE name = 'db-webhook-tests'"))
+        tenant = tenant_id(s, "db-webhook-tests")
         batch = Batch(tenant_id=tenant, total=n, priority=0, webhook_url=url, webhook_events=events)
         s.add(batch)
         s.flush()
