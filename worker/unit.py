@@ -49,9 +49,13 @@ class Resources:
 
     @property
     def pad_batches(self) -> bool:
-        """Exact same-seed images at any batch position: pad calls to one shape (the CPU
-        default; sampler.render)."""
-        return self.settings.pad_batches if self.settings.pad_batches is not None else self.device == "cpu"
+        """Pad every call to the unit's shape (sampler.render). Default on a CPU: exact
+        same-seed images at any batch position. Default under FRESCO_COMPILE on CUDA: a
+        short unit runs the graph the preload compiled instead of compiling one for its
+        own size (about a minute on an H200), which a job would wait for."""
+        if self.settings.pad_batches is not None:
+            return self.settings.pad_batches
+        return self.device == "cpu" or (self.device == "cuda" and self.settings.compile)
 
 
 # A job is a suspect once render processes died while holding it, their worker alive,

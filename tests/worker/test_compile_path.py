@@ -86,3 +86,17 @@ def test_compile_scope_blocks_compiles_the_whole_unet_of_a_model_without_repeate
     pipe = FakePipe()
     compile_pipeline(pipe, Settings(compile=True, compile_cache_dir=tmp_path, compile_scope="blocks"))
     assert isinstance(pipe.unet, torch._dynamo.eval_frame.OptimizedModule)
+
+
+def test_compiled_cuda_workers_pad_short_units_to_the_compiled_shape():
+    """A unit shorter than the batch would otherwise make a new static shape, and its jobs
+    would wait for that graph's compile."""
+    from worker.unit import Resources
+
+    def pads(device: str, **settings) -> bool:
+        return Resources(settings=Settings(**settings), registry=None, storage=None, cache=None,
+                         device=device).pad_batches
+
+    assert pads("cpu") and pads("cpu", compile=True)
+    assert not pads("cuda") and pads("cuda", compile=True)
+    assert not pads("cuda", compile=True, pad_batches=False) and pads("cuda", pad_batches=True)
