@@ -28,6 +28,7 @@ from support.procs import BIN, Proc, free_port
 from support.services import PersistentS3, PostgresCluster, RedisServer
 from support.waiting import wait_until
 
+from fresco.constants import BROKER_EPOCH_KEY
 from fresco.settings import Settings
 
 SPEC = {"width": 32, "height": 32, "steps": 4}
@@ -301,11 +302,14 @@ def test_redis_wiped_or_restarted_empty_resumes_within_15_s_with_default_setting
         after_wipe = wait_until(lambda: first_claim_after(farm, batch, wiped + timedelta(seconds=0.5)), 60,
                                 "work to resume after the wipe", interval=0.1)
         wait_until(lambda: counts(farm, batch)["queued"] >= 8, 1, "work still queued for the restart")
+        epoch = wait_until(lambda: client.get(BROKER_EPOCH_KEY), 15, "the sweeper to mark the wiped broker's epoch")
         redis.kill()
         shutil.rmtree(redis.folder / "appendonlydir", ignore_errors=True)  # its data gone with it
         redis.start()
         up = db_now(farm)
-        assert not redis.client().exists("fresco:broker-epoch")
+        # it came back empty: the epoch is gone, or already a new one (a sweeper's pass can
+        # come between the start and this read)
+        assert redis.client().get(BROKER_EPOCH_KEY) != epoch
         after_restart = wait_until(lambda: first_claim_after(farm, batch, up + timedelta(seconds=0.5)), 60,
                                    "work to resume after the empty restart", interval=0.1)
         wait_done(farm, batch, 600)
