@@ -658,7 +658,8 @@ def main() -> None:
     parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--compile-scope", default="unet", choices=("unet", "blocks"),
                         help="FRESCO_COMPILE_SCOPE: the whole UNet, or its repeated transformer blocks")
-    parser.add_argument("--compile-vae", action="store_true", help="FRESCO_COMPILE_VAE: compile the VAE decoder too")
+    parser.add_argument("--compile-vae", action=argparse.BooleanOptionalAction, default=True,
+                        help="FRESCO_COMPILE_VAE: compile the VAE decoder too (on by default, as in the worker)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last UNet (FRESCO_CHANNELS_LAST)")
     parser.add_argument("--kernel-tuning", action="store_true",
                         help="compile with inductor's conv_1x1_as_mm, no epilogue fusion and cuDNN benchmark mode "
