@@ -69,7 +69,6 @@ class RetryPolicy:
             return self.backoff(retry)
         return None
 
-
     def wait_or_raise(self, call: Call[Any], retry: int, *, url: str, response: httpx.Response | None = None,
                       error: httpx.TransportError | None = None) -> float:
         """After a failed try of ``call`` (an error answer, or no answer: ``error``), the
