@@ -99,7 +99,7 @@ class Farm:
         procs = [self.start_worker(f"w{i + 1}", wait_ready=False, **env) for i in range(workers)]
         wait_until(self._healthy, 60, "the API to answer /healthz")
         for proc in procs:
-            wait_until(lambda: self._worker_ready(proc), 90, f"worker {proc.name} to be ready")
+            wait_until(lambda proc=proc: self._worker_ready(proc), 90, f"worker {proc.name} to be ready")
         return self
 
     def close(self) -> None:
