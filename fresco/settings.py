@@ -261,9 +261,9 @@ class Settings(_FrescoSettings):
     encode_processes: int | None = Field(default=None, ge=0, le=64)
     # Pad every pipeline call to the model's batch size, so a seed gives bit-identical
     # pixels alone or in any batch. Default: on for CPU (where determinism is promised
-    # exactly); on CUDA only with FRESCO_COMPILE (a short unit then reuses the compiled
-    # graph instead of compiling its own shape), else off (fp16 kernels differ by 1/255
-    # anyway; bench/README.md).
+    # exactly); on CUDA for the models FRESCO_COMPILE compiles (UNet families: a short
+    # unit then reuses the compiled graph instead of compiling its own shape), else off
+    # (fp16 kernels differ by 1/255 anyway; bench/README.md).
     pad_batches: bool | None = None
     channels_last: bool = False  # channels_last UNet on CUDA (slower for SD 1.5 on an H100)
     hf_cache_dir: Path | None = None  # shared hub download cache (compose volume)

@@ -48,14 +48,15 @@ def prepare_pipeline(pipe: Any, device: str, settings: Settings, matmul_precisio
     # (bench/README.md), so it is opt-in.
     if device == "cuda" and unet is not None and settings.channels_last:
         unet.to(memory_format=torch.channels_last)
+    compiled = device == "cuda" and unet is not None and settings.compile  # UNet families only
     denoiser = unet if unet is not None else getattr(pipe, "transformer", None)
     if denoiser is not None:
         precision = apply_matmul_precision(denoiser, matmul_precision, device)
-        if precision == "fp8" and not settings.compile:
+        if precision == "fp8" and not compiled:
             # Unfused, the per-call quantization costs more than float8 matmuls win:
             # 0.64x bf16's images/s on an H200 (bench/README.md).
-            log.warning("matmul_precision fp8 without FRESCO_COMPILE runs slower than the model's dtype")
-    if device == "cuda" and unet is not None and settings.compile:
+            log.warning("matmul_precision fp8 on an uncompiled denoiser runs slower than the model's dtype")
+    if compiled:
         compile_pipeline(pipe, settings)
     return pipe
 

@@ -43,11 +43,11 @@ def render_group(res: Resources, unit: Unit, group: list[ClaimedJob], *, drain: 
         apply_adapters(res, unit, group[0].spec.get("loras"))
         pixels = sampler.render(unit.pipe, unit.scheduler_config, [j.spec for j in group],
                                 on_step=step_callback(res, unit, group, drain),
-                                pad_to=shape if res.pad_batches else None)
+                                pad_to=shape if res.pad_batches(unit.entry) else None)
     except (ShutdownRequested, SoftTimeLimitExceeded):
         raise
     except Exception as e:
-        width = max(len(group), shape if res.pad_batches else 0)  # images in the failed call
+        width = max(len(group), shape if res.pad_batches(unit.entry) else 0)  # images in the failed call
         if sampler.is_out_of_memory(e) and width > 1:
             smaller = width // 2
             log.warning("unit %s: out of memory at batch %d; halving", unit.token, width)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from db.jobs import ClaimedJob
 from fresco.constants import RESULT_KEY
 from fresco.errors import JobFailure
+from fresco.families import FAMILIES
 from fresco.registry import ModelEntry, Registry
 from fresco.settings import Settings
 from fresco.spec import Signature
@@ -47,15 +48,16 @@ class Resources:
         """Jobs per unit (and the padded call's shape): the tuned batch, else the registry's."""
         return self.tuned_batch.get(entry.id) or entry.batch_size(self.device)
 
-    @property
-    def pad_batches(self) -> bool:
-        """Pad every call to the unit's shape (sampler.render). Default on a CPU: exact
-        same-seed images at any batch position. Default under FRESCO_COMPILE on CUDA: a
-        short unit runs the graph the preload compiled instead of compiling one for its
-        own size (about a minute on an H200), which a job would wait for."""
+    def pad_batches(self, entry: ModelEntry) -> bool:
+        """Pad every call of this model to the unit's shape (sampler.render). Default on a
+        CPU: exact same-seed images at any batch position. Default for a model FRESCO_COMPILE
+        compiles (a UNet family on CUDA, worker/device.py): a short unit runs the graph the
+        preload compiled instead of compiling one for its own size (about a minute on an
+        H200), which a job would wait for."""
         if self.settings.pad_batches is not None:
             return self.settings.pad_batches
-        return self.device == "cpu" or (self.device == "cuda" and self.settings.compile)
+        compiled = self.device == "cuda" and self.settings.compile and FAMILIES[entry.family].denoiser == "unet"
+        return self.device == "cpu" or compiled
 
 
 # A job is a suspect once render processes died while holding it, their worker alive,

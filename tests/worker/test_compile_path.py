@@ -90,13 +90,19 @@ def test_compile_scope_blocks_compiles_the_whole_unet_of_a_model_without_repeate
 
 def test_compiled_cuda_workers_pad_short_units_to_the_compiled_shape():
     """A unit shorter than the batch would otherwise make a new static shape, and its jobs
-    would wait for that graph's compile."""
+    would wait for that graph's compile. Only UNet families are compiled; a transformer
+    family's short unit is not padded on CUDA."""
+    from types import SimpleNamespace
+
     from worker.unit import Resources
 
-    def pads(device: str, **settings) -> bool:
-        return Resources(settings=Settings(**settings), registry=None, storage=None, cache=None,
-                         device=device).pad_batches
+    unet_family, transformer_family = SimpleNamespace(family="sd"), SimpleNamespace(family="flux")
 
-    assert pads("cpu") and pads("cpu", compile=True)
+    def pads(device: str, entry=unet_family, **settings) -> bool:
+        return Resources(settings=Settings(**settings), registry=None, storage=None, cache=None,
+                         device=device).pad_batches(entry)
+
+    assert pads("cpu") and pads("cpu", compile=True) and pads("cpu", transformer_family)
     assert not pads("cuda") and pads("cuda", compile=True)
+    assert not pads("cuda", transformer_family, compile=True)
     assert not pads("cuda", compile=True, pad_batches=False) and pads("cuda", pad_batches=True)
