@@ -11,6 +11,7 @@ import psycopg.errors
 import sqlalchemy.exc
 from sqlalchemy import text
 from support.rows import new_jobs, tenant_id
+from support.waiting import wait_until
 
 from db import jobs as jobs_db
 from db.models import Batch
@@ -19,7 +20,7 @@ from db.session import session_scope
 WORKERS, UNIT, JOBS, ROUNDS = 4, 8, 160, 12
 
 
-def _batch(n: int) -> tuple[uuid.UUID, uuid.UUID, str]:
+def _batch(n: int) -> tuple[uuid.UUID, str]:
     sig = f"cancel-locks-{uuid.uuid4().hex[:8]}"
     with session_scope() as s:
         tenant = tenant_id(s, "cancel-lock-tests")
@@ -28,7 +29,7 @@ def _batch(n: int) -> tuple[uuid.UUID, uuid.UUID, str]:
         s.flush()
         jobs_db.copy_jobs(s, tenant_id=tenant, batch_id=batch.id, priority=0, max_attempts=2,
                           jobs=new_jobs(n, signature=sig, queue="q-cancel-locks"))
-        return tenant, batch.id, sig
+        return batch.id, sig
 
 
 class Deadlocks:
@@ -67,6 +68,11 @@ def _cancel(s, batch_id: uuid.UUID) -> None:
     jobs_db.cancel_batch(s, batch=s.get(Batch, batch_id))
 
 
+def _succeeded(batch_id: uuid.UUID) -> int:
+    with session_scope() as s:
+        return s.scalar(text("SELECT n_succeeded FROM batches WHERE id = :b"), {"b": batch_id})
+
+
 def _queued(sig: str) -> int:
     with session_scope() as s:
         return s.scalar(text("SELECT count(*) FROM jobs WHERE signature = :sig AND status = 'queued'"), {"sig": sig})
@@ -97,16 +103,13 @@ def _worker(i: int, sig: str, deadlocks: Deadlocks, errors: list) -> None:
 def test_a_batch_cancel_meets_no_deadlock_with_workers_claiming_beating_and_finishing():
     deadlocks, errors, canceled = Deadlocks(), [], 0
     for _ in range(ROUNDS):
-        _, batch_id, sig = _batch(JOBS)
+        batch_id, sig = _batch(JOBS)
         threads = [threading.Thread(target=_worker, args=(i, sig, deadlocks, errors)) for i in range(WORKERS)]
         for t in threads:
             t.start()
         # cancel once the workers are busy with the batch: some jobs done, some running
-        while True:
-            with session_scope() as s:
-                done = s.scalar(text("SELECT n_succeeded FROM batches WHERE id = :b"), {"b": batch_id})
-            if done >= JOBS // 4:
-                break
+        wait_until(lambda batch_id=batch_id: _succeeded(batch_id) >= JOBS // 4, 60, "a quarter of the batch done",
+                   interval=0.01)
         deadlocks.run("cancel", partial(_cancel, batch_id=batch_id))
         for t in threads:
             t.join(60)
