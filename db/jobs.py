@@ -147,16 +147,26 @@ def next_signature(session: Session, *, queues: list[str]) -> str | None:
 _IDS = bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))
 
 
+def _lock_in_id_order(where: str) -> str:
+    """The CTE ``locked``: the jobs matching ``where``, locked in id order, the one order in
+    which every statement that may wait on several job rows takes them; the batch counter
+    row comes after, from the trigger (docs/design.md, *Tables*: lock order). ``id = ANY``
+    alone does not give that order: a bitmap scan locks rows in their physical order."""
+    return f"WITH locked AS (SELECT id FROM jobs WHERE {where} ORDER BY id FOR UPDATE) "
+
+
 def heartbeat(session: Session, *, ids: list[uuid.UUID], token: str, lease_s: float,
               step: int | None = None) -> dict[uuid.UUID, bool]:
     """Extend the lease of the jobs still held (and record progress when ``step`` is
     given); returns id -> cancel requested. A job missing from the answer is no longer
     ours: its lease was lost and another worker may hold it."""
+    held = f"id = ANY(:ids) AND status = {RUNNING} AND lease_owner = :token"
     rows = session.execute(text(
-        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), "
-        "progress_step = COALESCE(:step, progress_step) "
-        f"WHERE id = ANY(:ids) AND status = {RUNNING} AND lease_owner = :token "
-        "RETURNING id, cancel_requested").bindparams(_IDS),
+        _lock_in_id_order(held) +
+        "UPDATE jobs AS j SET lease_expires_at = now() + make_interval(secs => :lease_s), "
+        "progress_step = COALESCE(:step, j.progress_step) "
+        f"FROM locked WHERE j.id = locked.id AND j.status = {RUNNING} AND j.lease_owner = :token "
+        "RETURNING j.id, j.cancel_requested").bindparams(_IDS),
         {"ids": ids, "token": token, "lease_s": lease_s, "step": step})
     return {r.id: r.cancel_requested for r in rows}
 
@@ -209,12 +219,14 @@ def mark_canceled(session: Session, *, ids: list[uuid.UUID], token: str) -> None
 
 def release(session: Session, *, ids: list[uuid.UUID], token: str) -> Demand:
     """Hand jobs back to the queue without counting the attempt (worker shutting down)."""
+    held = f"id = ANY(:ids) AND status = {RUNNING} AND lease_owner = :token"
     rows = session.execute(text(
-        f"UPDATE jobs SET status = CASE WHEN cancel_requested THEN {CANCELED} ELSE {QUEUED} END, "
-        "attempts = attempts - 1, queued_at = now(), started_at = NULL, progress_step = 0, "
-        "finished_at = CASE WHEN cancel_requested THEN now() END, lease_owner = NULL, lease_expires_at = NULL "
-        f"WHERE id = ANY(:ids) AND status = {RUNNING} AND lease_owner = :token "
-        "RETURNING queue, model, signature, status").bindparams(_IDS), {"ids": ids, "token": token})
+        _lock_in_id_order(held) +
+        f"UPDATE jobs AS j SET status = CASE WHEN j.cancel_requested THEN {CANCELED} ELSE {QUEUED} END, "
+        "attempts = j.attempts - 1, queued_at = now(), started_at = NULL, progress_step = 0, "
+        "finished_at = CASE WHEN j.cancel_requested THEN now() END, lease_owner = NULL, lease_expires_at = NULL "
+        f"FROM locked WHERE j.id = locked.id AND j.status = {RUNNING} AND j.lease_owner = :token "
+        "RETURNING j.queue, j.model, j.signature, j.status").bindparams(_IDS), {"ids": ids, "token": token})
     return Demand(DemandKey(r.queue, r.model, r.signature) for r in rows if r.status == JobState.QUEUED)
 
 
@@ -222,14 +234,12 @@ def cancel_jobs(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID | N
                 batch_id: uuid.UUID | None = None) -> None:
     """Queued jobs end canceled at once (never claimed); running ones get a flag that the
     worker sees at its next step. One statement that locks the rows in id order and takes
-    the batch's counter row only at its end (the trigger): workers lock a batch's job rows
-    in id order too (``id = ANY``) and the counter row last, so neither side can hold what
-    the other waits for (docs/design.md, *Tables*). A claim racing it either commits first
+    the batch's counter row only at its end (the trigger): the workers' heartbeats and
+    hand-backs lock theirs in id order too, and the counter row last, so neither side can
+    hold what the other waits for (docs/design.md, *Tables*). A claim racing it either commits first
     (the job is then running, re-read here and flagged) or finds the row locked and skips it."""
     where = "tenant_id = :tenant AND " + ("id = :id" if job_id else "batch_id = :batch")
-    session.execute(text(f"""
-        WITH locked AS (
-            SELECT id FROM jobs WHERE {where} AND status IN ({QUEUED}, {RUNNING}) ORDER BY id FOR UPDATE)
+    session.execute(text(_lock_in_id_order(f"{where} AND status IN ({QUEUED}, {RUNNING})") + f"""
         UPDATE jobs AS j SET
             status = CASE WHEN j.status = {QUEUED} THEN {CANCELED} ELSE j.status END,
             finished_at = CASE WHEN j.status = {QUEUED} THEN now() ELSE j.finished_at END,
@@ -301,7 +311,8 @@ def expire_owners(session: Session, *, owners: list[str]) -> int:
     bounded; a job that crashes its process alone spends its attempts."""
     rows = session.execute(text(f"""
         WITH held AS (
-            SELECT id, lease_owner FROM jobs WHERE status = {RUNNING} AND lease_owner = ANY(:owners) FOR UPDATE),
+            SELECT id, lease_owner FROM jobs WHERE status = {RUNNING} AND lease_owner = ANY(:owners)
+            ORDER BY id FOR UPDATE),
         calls AS (SELECT lease_owner, count(*) AS jobs FROM held GROUP BY lease_owner)
         UPDATE jobs AS j SET lease_expires_at = now() - interval '1 second', crashes = j.crashes + 1,
             attempts = CASE WHEN calls.jobs > 1 THEN greatest(j.attempts - 1, 0) ELSE j.attempts END
@@ -316,10 +327,10 @@ def expire_workers(session: Session, *, workers: list[str]) -> int:
     preempted instance) is no evidence against its jobs: ``crashes`` stays as it was and
     they render in batches again. Tokens are ``host:worker:pid:random`` (worker/owner.py);
     running jobs are few and reached through ix_jobs_lease."""
+    stale = f"status = {RUNNING} AND lease_expires_at IS NOT NULL AND split_part(lease_owner, ':', 2) = ANY(:workers)"
     rows = session.execute(text(
-        "UPDATE jobs SET lease_expires_at = now() - interval '1 second' "
-        f"WHERE status = {RUNNING} AND lease_expires_at IS NOT NULL "
-        "AND split_part(lease_owner, ':', 2) = ANY(:workers)"), {"workers": workers})
+        _lock_in_id_order(stale) + "UPDATE jobs AS j SET lease_expires_at = now() - interval '1 second' "
+        f"FROM locked WHERE j.id = locked.id AND j.status = {RUNNING}"), {"workers": workers})
     return rows.rowcount
 
 
