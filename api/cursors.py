@@ -9,9 +9,15 @@ import binascii
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from fresco.errors import InvalidSpec
+
+# The `cursor` query parameter of every list route: absent for the first page, else a
+# next_cursor as it came (never empty, and the OpenAPI document says so).
+CursorQuery = Annotated[str | None, Query(min_length=1, description="next_cursor of the previous page; leave it out for the first page")]
 
 _BAD = "cursor: not a cursor this list returned (pass next_cursor back as it came)"
 

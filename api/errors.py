@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.schemas import ErrorResponse, ErrorType
 from fresco.errors import FrescoError, QuotaExceeded
@@ -78,6 +79,18 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     return field, f"{field}: {err.get('msg', 'invalid')}"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path, for a 405's `Allow` (RFC 9110 requires
+    it): Starlette names only the first route that matched the path, and GET and POST of
+    one path are separate routes here. Asks the router, method by method."""
+    allowed = [method for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+               if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                      for route in request.app.router.routes)]
+    if "GET" in allowed:
+        allowed.insert(1, "HEAD")
+    return ", ".join(allowed)
+
+
 def install(app: FastAPI, shapes: dict[str, ErrorShape] | None = None) -> None:
     """The handlers; ``shapes`` gives the routes under a path prefix another error shape."""
     shapes = shapes or {}
@@ -108,7 +121,10 @@ def install(app: FastAPI, shapes: dict[str, ErrorShape] | None = None) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         types = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}
-        return respond(request, exc.status_code, types.get(exc.status_code, "http_error"), str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return respond(request, exc.status_code, types.get(exc.status_code, "http_error"), str(exc.detail), headers)
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)

@@ -36,6 +36,8 @@ WEBHOOK_EVENTS_DOC = "Events to send: job.succeeded, job.failed, batch.completed
 class JobCreate(SpecFields):
     """One job: a spec. ``prompt`` is required; everything else has the model's default."""
 
+    prompt: str = Field(min_length=1, description="What to draw. Non-empty, no NUL, at most the model's max_prompt_chars.")
+
     webhook_url: str | None = Field(default=None, max_length=2000, description=WEBHOOK_URL_DOC)
     webhook_events: list[WebhookEvent] | None = Field(default=None, description=WEBHOOK_EVENTS_DOC)
 
@@ -53,7 +55,7 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     defaults: SpecFields = Field(default=None, description="Spec fields every item starts from: an object (leave it out for none; null, a list or a string is refused).")
-    items: list[BatchItem] = Field(description="One job per item (at least 1, at most FRESCO_MAX_BATCH_ITEMS).")
+    items: list[BatchItem] = Field(min_length=1, description="One job per item (at least 1, at most FRESCO_MAX_BATCH_ITEMS).")
     priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first (default 0). A JSON integer: a string such as \"5\", a boolean or null is refused.")
     webhook_url: str | None = Field(default=None, max_length=2000, description=WEBHOOK_URL_DOC)
     webhook_events: list[WebhookEvent] | None = Field(default=None, description=WEBHOOK_EVENTS_DOC)

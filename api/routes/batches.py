@@ -111,7 +111,7 @@ def get_batch(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, stora
 @router.get("/{batch_id}/jobs", response_model=JobList, summary="A batch's jobs, page by page",
             responses=error_responses(404, 422))
 def list_jobs(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, storage: StorageDep,
-              cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+              cursor: cursors.CursorQuery = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               state: Annotated[JobState | None,
                                Query(description="only jobs in this state")] = None) -> dict:
@@ -190,7 +190,7 @@ STATE_SCAN = 1000
 @router.get("", response_model=BatchList, summary="The tenant's batches, newest first, page by page",
             responses=error_responses(422))
 def list_batches(tenant: TenantDep, session: SessionDep, storage: StorageDep,
-                 cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+                 cursor: cursors.CursorQuery = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  state: Annotated[BatchState | None, Query(description=(
                      f"only batches in this state; a filtered page examines at most {STATE_SCAN} batches, so it "

@@ -119,7 +119,7 @@ def _submit(raw: bytes, tenant: uuid.UUID, session: Session, registry: Registry,
 @router.get("", response_model=JobList, summary="The tenant's jobs, newest first, page by page",
             responses=error_responses(422))
 def list_jobs(tenant: TenantDep, session: SessionDep, storage: StorageDep,
-              cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+              cursor: cursors.CursorQuery = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
               batch_id: Annotated[uuid.UUID | None, Query(description="only this batch's jobs")] = None) -> dict:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from api import cursors
 from api.deps import SessionDep, TenantDep
 from api.errors import AUTHED, error_responses
 from api.schemas import WebhookDeliveryList, WebhookSecretPublic
@@ -38,7 +39,7 @@ def rotate_secret(tenant: TenantDep, session: SessionDep) -> dict:
 @router.get("/v1/batches/{batch_id}/webhooks", response_model=WebhookDeliveryList,
             responses=error_responses(404, 422), summary="A batch's webhook deliveries, each with every attempt")
 def list_deliveries(batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep,
-                    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+                    cursor: cursors.CursorQuery = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
     """The events of the batch (its jobs' `job.succeeded` / `job.failed` and its
     `batch.completed`) in the order they happened: status `pending` (with

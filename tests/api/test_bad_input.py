@@ -130,3 +130,13 @@ def test_unknown_ids_and_routes(client):
     assert_error(client.get("/v1/jobs/not-a-uuid"), 422, "job_id")
     assert_error(client.get("/v1/nothing"), 404)
     assert_error(client.get("/v1/batches/00000000-0000-0000-0000-000000000000/jobs?cursor=zz"), 404)
+
+
+def test_a_method_a_route_does_not_take_is_405_with_allow(client, row_count):
+    before = row_count()
+    for method, path, allowed in (("DELETE", "/v1/jobs", {"GET", "POST"}), ("TRACE", "/healthz", {"GET"}),
+                                  ("PUT", "/openai/v1/batches", {"GET", "POST"})):
+        r = client.request(method, path)
+        assert_error(r, 405)  # the OpenAI-compatible routes answer in OpenAI's error shape
+        assert {m.strip() for m in r.headers["Allow"].split(",")} >= allowed, r.headers
+    assert row_count() == before

@@ -130,6 +130,19 @@ def test_a_cursor_the_list_did_not_return_is_a_422_naming_it(new_tenant, path, c
     assert r.json()["error"]["type"] == "invalid_request" and r.json()["error"]["field"] == "cursor"
 
 
+def test_an_empty_cursor_is_a_422_on_every_list_and_the_openapi_document_says_so(client):
+    batch = client.post("/v1/batches", json={"items": [{"prompt": "x"}]}).json()["id"]
+    lists = ["/v1/jobs", "/v1/batches", f"/v1/batches/{batch}/jobs", f"/v1/batches/{batch}/webhooks"]
+    for path in lists:
+        r = client.get(path, params={"cursor": ""})
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"]["field"] == "cursor"
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/jobs", "/v1/batches", "/v1/batches/{batch_id}/jobs", "/v1/batches/{batch_id}/webhooks"):
+        (cursor,) = [p for p in paths[path]["get"]["parameters"] if p["name"] == "cursor"]
+        assert {"type": "string", "minLength": 1} in cursor["schema"]["anyOf"], cursor
+
+
 def test_a_cursor_of_one_list_is_refused_by_the_other(new_tenant):
     client = new_tenant()
     for _ in range(2):

@@ -77,6 +77,20 @@ def _subclasses(cls: type) -> list[type]:
     return [cls] + [s for sub in cls.__subclasses__() for s in _subclasses(sub)]
 
 
+def test_the_request_bodies_state_the_rules_a_schema_can_express(client, row_count):
+    """A client generated from the document does not send what the API refuses for a reason
+    the schema could have said: a job needs a non-empty prompt, a batch at least one item."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    job, batch = schemas["JobCreate"], schemas["BatchCreate"]
+    assert "prompt" in job["required"] and job["properties"]["prompt"]["minLength"] == 1
+    assert "items" in batch["required"] and batch["properties"]["items"]["minItems"] == 1
+    before = row_count()
+    for path, body in (("/v1/jobs", {"prompt": None}), ("/v1/jobs", {"prompt": ""}), ("/v1/batches", {"items": []})):
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and r.json()["error"]["field"] in ("body.prompt", "items"), r.text
+    assert row_count() == before
+
+
 def test_the_error_type_enum_lists_every_type_the_api_answers():
     from api import errors as api_errors
 
