@@ -20,6 +20,8 @@
 #   sd15-blocks-warm  sd15-warm on sd15-blocks' cache
 #   sd15-fp8       bf16 pipeline, then matmul_precision fp8 (torchao): eager, then
 #                  compiled, each against bf16 on the same seeds (PSNR)
+#   sd15-cudagraphs  sd15-compile with FRESCO_COMPILE_MODE=reduce-overhead (CUDA graphs:
+#                  no per-kernel launch cost; not yet measured)
 #   sd15-stores-all  the 2026-12-04 table: B=16,8 with serial stores and thread encoding
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,7 +65,7 @@ stage() {  # stage NAME LIMIT_S NEEDS_S ARGS...
 }
 
 CACHE=/tmp/fresco-inductor
-rm -rf "$CACHE" "$CACHE-blocks" "$CACHE-fp8"
+rm -rf "$CACHE" "$CACHE-blocks" "$CACHE-fp8" "$CACHE-cg"
 run_stage() {
     case $1 in
     sd15-stores) stage sd15-stores 130 90 --arch sd15 --batches 16 --modes bare,engine,pipelined \
@@ -89,6 +91,8 @@ print(f"imports {t1 - t0:.1f} s, CUDA init {t2 - t1:.1f} s", flush=True)' > "$OU
         --compile-vae --first-only --batches 16 --cache-dir "$CACHE-blocks" ;;
     sd15-fp8) stage sd15-fp8 "${FP8_S:-200}" 60 --arch sd15 --compile-session --fp8 --batches 16 --min-calls 3 \
         --min-images 16 --cache-dir "$CACHE-fp8" --max-seconds "$(( ${FP8_S:-200} - 20 ))" ;;
+    sd15-cudagraphs) stage sd15-cudagraphs 170 110 --arch sd15 --compile-session --compile-mode reduce-overhead \
+        --compile-vae --batches 16 --min-calls 4 --min-images 16 --cache-dir "$CACHE-cg" --max-seconds 150 ;;
     sd15-stores-all) stage sd15-stores-all 130 80 --arch sd15 --batches 16,8 \
         --modes bare,engine,store,pipelined,pipelined-inline --min-calls 2 --min-images 4 --no-det --max-seconds 100 ;;
     *) echo "unknown stage $1" ;;
