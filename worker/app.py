@@ -13,6 +13,7 @@ from fresco.constants import DEFAULT_QUEUE, RENDER_TASK, WEBHOOK_QUEUE, WEBHOOK_
 from fresco.dispatch import broker_options
 from fresco.registry import get_registry
 from fresco.settings import get_settings
+from worker.flower_args import accept_spaced_flower_options
 from worker.metrics_server import export_dir
 from worker.probes import LiveFile
 
@@ -24,6 +25,7 @@ settings = get_settings()
 # Before anything imports prometheus_client: every process of this worker, the render
 # processes forked later included, writes its metrics where the main process serves them.
 export_dir(settings)
+accept_spaced_flower_options()  # DESIGN.md's `flower --port 5555` (Flower alone wants --port=5555)
 queues = settings.queues or get_registry().queues() or [DEFAULT_QUEUE]
 
 app = Celery("fresco", broker=settings.broker_url, include=["worker.tasks", "worker.signals"])

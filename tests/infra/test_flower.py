@@ -36,14 +36,15 @@ HEARTBEAT_EXPIRY_S = 4.0
 
 
 class Flower:
-    """`celery -A worker.app flower --port=N`, its login in FLOWER_BASIC_AUTH."""
+    """`celery -A worker.app flower --port N` (DESIGN.md's form: worker/flower_args.py
+    makes Flower take it), its login in FLOWER_BASIC_AUTH."""
 
     def __init__(self, env: dict, log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**env, "FLOWER_BASIC_AUTH": f"{AUTH[0]}:{AUTH[1]}", "FLOWER_ADDRESS": "127.0.0.1",
                "FLOWER_MAX_TASKS": "1000"}
-        self.proc = Proc("flower", [str(BIN / "celery"), "-A", "worker.app", "flower", f"--port={self.port}"],
+        self.proc = Proc("flower", [str(BIN / "celery"), "-A", "worker.app", "flower", "--port", str(self.port)],
                          env, log)
         self.http = httpx.Client(base_url=self.url, auth=AUTH, timeout=10)
 
@@ -61,6 +62,15 @@ class Flower:
     def close(self) -> None:
         self.http.close()
         self.proc.stop(timeout=10)
+
+
+def test_spaced_option_values_are_joined_for_flower():
+    from worker.flower_args import join_option_values
+
+    assert join_option_values(["--port", "5555", "--address=127.0.0.1", "--debug", "--max_tasks", "9"]) == \
+        ["--port=5555", "--address=127.0.0.1", "--debug", "--max_tasks=9"]
+    assert join_option_values(["--debug", "--port=1"]) == ["--debug", "--port=1"]
+    assert join_option_values(["--port"]) == ["--port"]
 
 
 def result_of(task: dict) -> dict:
