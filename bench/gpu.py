@@ -493,8 +493,8 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
                                                                                   steps)),
                                        batches, device, args.min_calls, args.min_images, deadline)
     settings = Settings(compile=True, compile_mode=args.compile_mode, compile_cache_dir=args.cache_dir,
-                        channels_last=args.channels_last, compile_scope=args.compile_scope,
-                        compile_vae=args.compile_vae)
+                        compile_scope=args.compile_scope, compile_vae=args.compile_vae)
+    memory_format = "channels_last" if args.channels_last else "contiguous"  # the registry's memory_format
     if args.kernel_tuning:
         import torch._inductor.config as inductor
 
@@ -503,7 +503,7 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
         torch.backends.cudnn.benchmark = True
     if args.fp8:  # quantized and measured eager first: the compile may not finish in time
         t0 = time.perf_counter()
-        pipe = prepare_pipeline(pipe, device, settings.model_copy(update={"compile": False}), "fp8")
+        pipe = prepare_pipeline(pipe, device, settings.model_copy(update={"compile": False}), "fp8", memory_format)
         sync(device)
         log(f"  fp8: UNet quantized in {time.perf_counter() - t0:.1f} s")
         modes["fp8 eager"] = run_mode("fp8 eager", lambda n: (lambda: engine_call(pipe, scheduler_config, n, size,
@@ -514,7 +514,7 @@ def compile_session(args: argparse.Namespace, pipe: Any, device: str, size: int,
         compile_pipeline(pipe, settings)
     else:
         t0 = time.perf_counter()
-        pipe = prepare_pipeline(pipe, device, settings, "default")
+        pipe = prepare_pipeline(pipe, device, settings, "default", memory_format)
     out["prepare_s"] = time.perf_counter() - t0
     swap = CompiledSwap(pipe, eager_unet, eager_decoder)
     t0 = time.perf_counter()
@@ -660,7 +660,7 @@ def main() -> None:
                         help="FRESCO_COMPILE_SCOPE: the whole UNet, or its repeated transformer blocks")
     parser.add_argument("--compile-vae", action=argparse.BooleanOptionalAction, default=True,
                         help="FRESCO_COMPILE_VAE: compile the VAE decoder too (on by default, as in the worker)")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last UNet (FRESCO_CHANNELS_LAST)")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last UNet (the registry's memory_format)")
     parser.add_argument("--kernel-tuning", action="store_true",
                         help="compile with inductor's conv_1x1_as_mm, no epilogue fusion and cuDNN benchmark mode "
                              "(diffusers' guide; the 2026-12-04 H200 session: no gain, slower start)")
@@ -769,9 +769,9 @@ def main() -> None:
         base = "bf16 eager" if args.fp8 else "bare eager"
     else:
         base = "bare"
-        # Eager, no channels_last: the worker's defaults, which leave the pipeline as built,
+        # Eager and contiguous: the worker's defaults, which leave the pipeline as built,
         # so "bare" runs on the same object.
-        pipe = prepare_pipeline(pipe, device, Settings(compile=False, channels_last=False))
+        pipe = prepare_pipeline(pipe, device, Settings(compile=False))
         scheduler_config = dict(pipe.scheduler.config)  # as the model cache saves it at load time
         log("\n## bare pipe(...) vs the farm's engine (worker.sampler.render after worker.device.prepare_pipeline)")
         processes = args.encode_processes if args.encode_processes is not None else \

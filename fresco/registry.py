@@ -79,9 +79,13 @@ class ModelEntry(BaseModel):
     # quantization, per-row scales) on GPUs that have them (compute capability 8.9+:
     # Ada, Hopper); elsewhere the model runs in its dtype, with a warning. Off by default:
     # it changes pixels; `bench/gpu.py --compile-session --fp8` measures by how much
-    # against bf16 on the same seeds (not yet on a GPU: bench/README.md). A model with
+    # against bf16 on the same seeds (42.6 dB PSNR on an H200: docs/models.md). A model with
     # it takes no LoRA adapters.
     matmul_precision: Literal["default", "fp8"] = "default"
+    # The UNet's memory format, the best measured for this model: contiguous (PyTorch's
+    # default) for SD 1.5, where channels_last ran at 0.75-0.91x eager and within 1%
+    # compiled on an H100 and H200 (bench/README.md). UNet families only.
+    memory_format: Literal["contiguous", "channels_last"] = "contiguous"
     max_batch: BatchSizes = BatchSizes()
     queue: str = DEFAULT_QUEUE
 

@@ -265,7 +265,6 @@ class Settings(_FrescoSettings):
     # unit then reuses the compiled graph instead of compiling its own shape), else off
     # (fp16 kernels differ by 1/255 anyway; bench/README.md).
     pad_batches: bool | None = None
-    channels_last: bool = False  # channels_last UNet on CUDA (slower for SD 1.5 on an H100)
     hf_cache_dir: Path | None = None  # shared hub download cache (compose volume)
     # Written by the render process once every FRESCO_PRELOAD model loaded; removed when
     # the worker stops consuming (readiness: compose healthcheck, k8s readinessProbe).

@@ -1,7 +1,7 @@
 """The device a render process uses and how a pipeline is prepared for it.
 
 CUDA: the registry's half precision, SDPA attention (diffusers' default processor on
-torch 2: flash or memory-efficient kernels), optional channels_last UNet, optional
+torch 2: flash or memory-efficient kernels), the model's memory format, optional
 torch.compile (the UNet or its repeated blocks, and the VAE decoder) per batch shape with
 its cache on the model-cache volume. CPU: fp32, torch threads set to the cores this
 process is given (left at the default, two busy processes on two cores thrash).
@@ -41,12 +41,15 @@ def configure_threads(settings: Settings, device: str) -> int:
 FP8_MIN_CAPABILITY = (8, 9)
 
 
-def prepare_pipeline(pipe: Any, device: str, settings: Settings, matmul_precision: str = "default") -> Any:
+def prepare_pipeline(pipe: Any, device: str, settings: Settings, matmul_precision: str = "default",
+                     memory_format: str = "contiguous") -> Any:
+    """The pipeline on its device, as the registry entry (``matmul_precision``,
+    ``memory_format``) and FRESCO_COMPILE* ask."""
     pipe = pipe.to(device)
     unet = getattr(pipe, "unet", None)
-    # channels_last measured 9-25% slower for SD 1.5 fp16 on an H100 with SDPA
-    # (bench/README.md), so it is opt-in.
-    if device == "cuda" and unet is not None and settings.channels_last:
+    # Per model (the registry's memory_format): channels_last measured 9-25% slower for
+    # SD 1.5 fp16 eager on an H100 with SDPA, and within 1% compiled (bench/README.md).
+    if unet is not None and memory_format == "channels_last":
         unet.to(memory_format=torch.channels_last)
     compiled = device == "cuda" and unet is not None and settings.compile  # UNet families only
     denoiser = unet if unet is not None else getattr(pipe, "transformer", None)

@@ -167,7 +167,7 @@ class ModelCache:
         check_pipeline(entry, pipe)
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
-        return prepare_pipeline(pipe, self.device, self.settings, entry.matmul_precision)
+        return prepare_pipeline(pipe, self.device, self.settings, entry.matmul_precision, entry.memory_format)
 
     def _download_s3(self, source: str) -> Path:
         """Mirror an s3://bucket/prefix model folder into the shared model cache once."""

@@ -23,7 +23,7 @@ class FakePipe:
 
 
 def test_a_cpu_worker_never_compiles():
-    pipe = prepare_pipeline(FakePipe(), "cpu", Settings(compile=True, channels_last=True))
+    pipe = prepare_pipeline(FakePipe(), "cpu", Settings(compile=True))
     assert type(pipe.unet) is torch.nn.Linear
 
 

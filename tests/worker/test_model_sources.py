@@ -102,3 +102,21 @@ def test_s3_folder_is_mirrored_once_into_the_shared_cache(tmp_path, s3_server, f
     offline = Settings(hf_cache_dir=tmp_path / "cache", s3_endpoint_url="http://127.0.0.1:9")
     assert np.array_equal(_image(ModelCache(registry, offline, "cpu"), registry), folder_image)
     assert {p: p.stat().st_mtime_ns for p in mirrored} == stamp
+
+
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_the_registry_memory_format_reaches_the_unet_and_keeps_the_image(tmp_path, folder_image, memory_format):
+    """A model's `memory_format` is applied where the worker loads it; it changes how the
+    UNet's tensors lie in memory, not the picture (within 1/255 on a CPU)."""
+    import torch
+
+    registry = load_registry(write_registry(tmp_path / "registry.toml", model(
+        "m", source=str(TINY_SD), default_width=32, default_height=32, min_size=32, default_steps=2,
+        memory_format=memory_format)))
+    cache = ModelCache(registry, Settings(), "cpu")
+    pipe, _ = cache.get(registry.get("m"))
+    weight = pipe.unet.conv_in.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) is (memory_format == "channels_last")
+    assert weight.is_contiguous() is (memory_format == "contiguous")
+    image = _image(cache, registry)
+    assert int(np.abs(image.astype(int) - folder_image.astype(int)).max()) <= 1
