@@ -122,6 +122,9 @@ class ModelEntry(BaseModel):
             if name not in family.schedulers:
                 raise ValueError(f"schedulers: {name!r} does not apply to family {family.name} "
                                  f"(it runs: {', '.join(family.schedulers)})")
+        if self.memory_format != "contiguous" and family.denoiser != "unet":
+            raise ValueError(f"memory_format: {self.memory_format!r} applies to UNet families only (sd, sdxl); "
+                             f"family {family.name}'s {family.denoiser} runs contiguous")
         if self.default_scheduler not in self.schedulers:
             raise ValueError(f"default_scheduler: {self.default_scheduler!r} is not in schedulers")
         for field in ("default_width", "default_height", "min_size", "max_width", "max_height"):

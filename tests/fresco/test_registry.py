@@ -42,6 +42,9 @@ def test_shipped_registry_loads_and_its_models_exist():
     ('kinds = ["video"]', "m1", "kinds"),
     ('dtype = { cuda = "float8" }', "m1", "dtype.cuda"),
     ('default_steps = 0', "m1", "default_steps"),
+    ('memory_format = "nhwc"', "m1", "memory_format"),
+    ('family = "flux"\nmemory_format = "channels_last"\ndefault_width = 64\ndefault_height = 64',
+     "m1", "memory_format"),
 ])
 def test_bad_entry_names_the_entry_and_field(tmp_path, extra, entry, field):
     with pytest.raises(RegistryError) as e:
