@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from api import url_secret
 from fresco.storage import sign
 
@@ -83,6 +85,15 @@ def test_idempotency_key(client, row_count):
     assert second.headers.get("Idempotent-Replayed") == "true"
     third = client.post("/v1/batches", json={"items": [{"prompt": "other"}]}, headers={"Idempotency-Key": "k-123"})
     assert third.status_code == 409 and third.json()["error"]["type"] == "conflict"
+    assert row_count() == before
+
+
+@pytest.mark.parametrize("key", ["", "k" * 201])
+def test_an_empty_or_overlong_idempotency_key_is_a_422_not_a_batch_without_one(client, row_count, key):
+    """An empty key was taken as no key: a client's retries then made one batch each."""
+    before = row_count()
+    r = client.post("/v1/batches", json={"items": [{"prompt": "x"}]}, headers={"Idempotency-Key": key})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "idempotency-key", r.text
     assert row_count() == before
 
 
