@@ -49,7 +49,9 @@ _BODY_DOC = {
                         **error_responses(409, 413, 422, 429)})
 def create_batch(request: Request, raw: RawBody, tenant: TenantDep, session: SessionDep, registry: RegistryDep,
                  storage: StorageDep,
-                 idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+                 idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, description=(
+                     "Your key for this submission: a repeat with the same key and body answers the first batch "
+                     "(`Idempotent-Replayed: true`), with another body 409."))] = None,
                  dry_run: Annotated[bool, Query(description=(
                      "Validate the batch exactly as a submission and answer 200 with its job count, sampling "
                      "calls and ETA; create nothing (an Idempotency-Key is checked, not used up)."))] = False,
