@@ -82,10 +82,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
 def _allowed_methods(request: Request) -> str:
     """Every method some route takes on this path, for a 405's `Allow` (RFC 9110 requires
     it): Starlette names only the first route that matched the path, and GET and POST of
-    one path are separate routes here. Asks the router, method by method."""
-    allowed = [method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    one path are separate routes here. Asks the router, method by method; HEAD goes with
+    GET (api/head_requests.py)."""
+    allowed = [method for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
                if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
                       for route in request.app.router.routes)]
+    if "GET" in allowed:
+        allowed.insert(1, "HEAD")
     return ", ".join(allowed)
 
 

@@ -6,6 +6,7 @@ from importlib.metadata import version
 from fastapi import FastAPI
 
 from api import errors, metrics, openai_compat
+from api.head_requests import HeadAsGet
 from api.limits import BodyLimit
 from api.request_id import RequestId
 from api.routes import adapters, batches, files, health, jobs, models, uploads, webhooks
@@ -31,6 +32,7 @@ app = FastAPI(
 )
 error_shapes = {openai_compat.PREFIX: openai_compat.openai_shape}  # OpenAI's error shape under /openai/
 errors.install(app, shapes=error_shapes)
+app.add_middleware(HeadAsGet)  # innermost: HEAD runs as GET, its body dropped
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, shapes=error_shapes)
 app.add_middleware(metrics.HttpMetrics)
 app.add_middleware(RequestId)  # outermost: every line of the request, a 413 included, carries its id

@@ -133,9 +133,9 @@ def test_unknown_ids_and_routes(client):
     assert_error(client.get("/v1/batches/00000000-0000-0000-0000-000000000000/jobs?cursor=zz"), 404)
 
 
-def test_a_method_a_route_does_not_take_is_405_with_allow(client, row_count):
+def test_head_is_every_get_without_its_body_and_another_method_is_405_with_allow(client, row_count):
     """Every path of the OpenAPI document answers a method it does not declare with 405
-    and an `Allow` that names exactly the methods it declares."""
+    and an `Allow` that names exactly the methods it declares (and HEAD with GET)."""
     before = row_count()
     paths = client.get("/openapi.json").json()["paths"]
     assert len(paths) > 20
@@ -144,8 +144,15 @@ def test_a_method_a_route_does_not_take_is_405_with_allow(client, row_count):
         path = re.sub(r"\{[a-z_]+\}", "00000000-0000-0000-0000-000000000000", path)
         declared = {m.upper() for m in operations}
         method = next(m for m in ("PATCH", "DELETE", "PUT", "POST") if m not in declared)
+        if "GET" in declared:  # HEAD is the GET without its body
+            get, head = client.get(path), client.head(path)
+            assert (head.status_code, head.content) == (get.status_code, b""), template
+            if template != "/metrics":  # its counters move between the two requests
+                assert head.headers.get("content-length") == get.headers.get("content-length"), template
         r = client.request(method, path)
         assert_error(r, 405)  # the OpenAI-compatible routes answer in OpenAI's error shape
         allowed = {m.strip() for m in r.headers["Allow"].split(",")}
-        assert allowed == declared, (template, r.headers)
+        assert allowed == declared | ({"HEAD"} if "GET" in declared else set()), (template, r.headers)
     assert row_count() == before
+    # HEAD is counted as HEAD, under the route it matched
+    assert 'method="HEAD",route="/v1/models",status="200"' in client.get("/metrics").text
