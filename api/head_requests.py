@@ -20,7 +20,7 @@ class HeadAsGet:
         async def headers_only(message: Message) -> None:
             if message["type"] == "http.response.body":
                 if message.get("more_body", False):
-                    return  # a streamed body's chunks: nothing of them goes out
+                    return  # a streamed body (results.jsonl) is still produced whole, none of it sent
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
