@@ -25,7 +25,7 @@ settings = get_settings()
 # Before anything imports prometheus_client: every process of this worker, the render
 # processes forked later included, writes its metrics where the main process serves them.
 export_dir(settings)
-accept_spaced_flower_options()  # DESIGN.md's `flower --port 5555` (Flower alone wants --port=5555)
+accept_spaced_flower_options()  # docs/design.md's `flower --port 5555` (Flower alone wants --port=5555)
 queues = settings.queues or get_registry().queues() or [DEFAULT_QUEUE]
 
 app = Celery("fresco", broker=settings.broker_url, include=["worker.tasks", "worker.signals"])

@@ -1,4 +1,5 @@
-"""`celery -A worker.app flower --port 5555`, as DESIGN.md writes it, runs Flower.
+"""`celery -A worker.app flower --port 5555`, the documented command (docs/design.md,
+"Processes and settings"), runs Flower.
 
 Flower hands its arguments to tornado.options, which reads only `--name=value`; it drops
 every argument that is not an option name (the `5555`) first, so `--port 5555` exits

@@ -36,7 +36,7 @@ HEARTBEAT_EXPIRY_S = 4.0
 
 
 class Flower:
-    """`celery -A worker.app flower --port N` (DESIGN.md's form: worker/flower_args.py
+    """`celery -A worker.app flower --port N` (docs/design.md's form: worker/flower_args.py
     makes Flower take it), its login in FLOWER_BASIC_AUTH."""
 
     def __init__(self, env: dict, log: Path) -> None:
