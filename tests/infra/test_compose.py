@@ -28,8 +28,8 @@ REQUIRED_SERVICES = {"api", "worker", "redis", "postgres", "minio", "minio-init"
 API_CMD = "uvicorn api.main:app --host 0.0.0.0 --port 8000"
 WORKER_CMD = "celery -A worker.app worker -E"
 MIGRATE_CMD = "alembic upgrade head"
-# The public contract writes `--port 5555`; Flower passes its options to tornado, which only takes
-# `--port=5555` and exits on the other form.
+# docs/design.md writes `--port 5555`, which Flower takes only through worker/flower_args.py;
+# compose and k8s keep `--port=5555`, the one form Flower takes on its own.
 FLOWER_CMD = "celery -A worker.app flower --port=5555"
 SWEEPER_CMD = "python -m worker.sweeper"
 
